@@ -1,0 +1,36 @@
+# stackpatch: `make demo` tries the whole routine on a local sandbox; `make test` runs the test suite.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+SANDBOX_DIR ?= $(CURDIR)/.sandbox
+
+.PHONY: setup venv demo test test-fast bench clean-sandbox docs
+
+setup: venv
+	bash scripts/setup-system.sh
+
+venv: $(BIN)/stackpatch
+
+$(BIN)/stackpatch: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip >/dev/null 2>&1 || true
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+demo: setup
+	bash scripts/demo.sh "$(SANDBOX_DIR)"
+
+test: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not docker" $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python benchmarks/run.py
+
+docs: venv
+	$(BIN)/python -m stackpatch.config > docs/config.md
+
+clean-sandbox: venv
+	$(BIN)/stackpatch sandbox down --dir "$(SANDBOX_DIR)" --all

@@ -1,0 +1,3 @@
+from stackpatch.cli import main
+
+main()

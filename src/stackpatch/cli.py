@@ -1,0 +1,47 @@
+"""The command line. Thin: parse, call one function, render. No decisions here."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from stackpatch import __version__, ui
+from stackpatch.errors import StackpatchError
+
+
+class Group(click.Group):
+    """Turns StackpatchError into one line and its exit status; never a traceback for those."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except StackpatchError as e:
+            ui.fail(str(e))
+            ctx.exit(e.exit_code)
+        except KeyboardInterrupt:
+            ui.fail("interrupted")
+            ctx.exit(130)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="stackpatch")
+def main() -> None:
+    """Patch a running Docker Swarm stack from a git-flow hotfix branch.
+
+    \b
+    The routine, one command per step:
+      stackpatch sandbox up        a local world to try it on (registry, swarm, example app)
+      stackpatch config check      validate stackpatch.toml, show it resolved (secrets masked)
+    """
+
+
+def _register() -> None:
+    from stackpatch.commands import register_all
+    register_all(main)
+
+
+_register()
+
+if __name__ == "__main__":  # pragma: no cover
+    main(sys.argv[1:])

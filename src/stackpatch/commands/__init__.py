@@ -1,0 +1,10 @@
+"""One module per command group; each exposes `register(main)`."""
+
+from __future__ import annotations
+
+import click
+
+
+def register_all(main: click.Group) -> None:
+    from stackpatch.commands import config_cmd
+    config_cmd.register(main)
