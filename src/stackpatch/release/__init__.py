@@ -1,0 +1,1 @@
+"""Plans, steps, the runner and the journal of a release."""
