@@ -445,11 +445,14 @@ def finish(repo: str | Path | None = None, push: bool = True, keep_branch: bool 
         _require_not_behind(root, s, s.main)
         _require_not_behind(root, s, s.develop)
         main_sha = git.rev(f"refs/heads/{s.main}", root)
+        start_tag = git.config_get(f"gitflow.branch.{branch}.{FROM_KEY}", root)
+        start_sha = git.rev(f"refs/tags/{start_tag}", root) if start_tag else None
+        if st is None and git.is_ancestor(hotfix, main_sha, root) and not _merged_by_merge(root, hotfix, main_sha):
+            raise UserError(f"{branch} has no commits beyond its base ({start_tag or s.main}): "
+                            "commit the fix first, then finish")
         if not git.is_ancestor(hotfix, main_sha, root):
-            base = git.out("merge-base", hotfix, main_sha, cwd=root) if git.run(
-                "merge-base", hotfix, main_sha, cwd=root, check=False).ok else None
-            start_tag = git.config_get(f"gitflow.branch.{branch}.{FROM_KEY}", root)
-            start_sha = git.rev(f"refs/tags/{start_tag}", root) if start_tag else None
+            res = git.run("merge-base", hotfix, main_sha, cwd=root, check=False)
+            base = res.stdout.strip() if res.ok else None
             if base is None:
                 raise UserError(f"{branch} has no common ancestor with {s.main}: it cannot be finished")
             if hotfix == base or hotfix == start_sha:
@@ -553,12 +556,18 @@ def finish(repo: str | Path | None = None, push: bool = True, keep_branch: bool 
             "branch_kept": keep_branch, "on": s.develop}
 
 
+def _merged_by_merge(root: Path, hotfix: str, main_sha: str) -> bool:
+    """Whether a merge commit in `hotfix..main` has the hotfix tip as a parent (an earlier finish merged it)."""
+    out = git.out("rev-list", "--merges", "--parents", f"{hotfix}..{main_sha}", cwd=root)
+    return any(hotfix in ln.split()[1:] for ln in out.splitlines())
+
+
 def _push_reason(res: git.Result) -> str:
     lines = [ln.strip() for ln in (res.stderr + "\n" + res.stdout).splitlines()]
     remote = [ln.removeprefix("remote:").strip() for ln in lines if ln.startswith("remote:")]
-    remote = [ln for ln in remote if ln]
-    if remote:
-        return "hook said: " + remote[-1]
+    said = [ln for ln in remote if ln and not ln.startswith("error: hook declined")]
+    if said or remote:
+        return "hook said: " + " / ".join(said[-3:] or remote[-1:])
     return git.last_line(res.stderr or res.stdout)
 
 
