@@ -370,3 +370,39 @@ def test_help_teaches(w):
         r = stackpatch(*cmd, "--help")
         assert r.code == 0 and "Usage:" in r.stdout
     assert "--atomic" in stackpatch("finish", "--help").stdout
+
+
+def test_abort_recognises_our_merges_even_if_a_crash_lost_their_record(w):
+    """A crash right after a merge or the tag, before the state file recorded it: --abort still
+    recognises them (by their parents), resets master and develop and deletes only our tag."""
+    w.git("checkout", "-q", "develop")
+    w.edit_line(5, "line 5 develop", "Develop 5")
+    w.git("push", "-q")
+    w.git("checkout", "-q", "master")
+    started(w)
+    w.edit_line(5, "line 5 hotfix", "Hotfix 5")
+    w.git("push", "-q")
+    before = w.snapshot()
+    assert finish(w).code == 2  # master merged and tagged, develop conflicts
+    state_file = w.work / ".git" / "stackpatch-finish.json"
+    state = json.loads(state_file.read_text())
+    assert state["main_merge"] and state["tag_created"]
+    state["main_merge"] = state["tag_created"] = None  # what a crash before the record leaves
+    state_file.write_text(json.dumps(state))
+    r = finish(w, "--abort", "--json")
+    assert r.code == 0, r.stderr
+    assert w.snapshot() == before
+
+
+def test_abort_refuses_when_someone_else_moved_master(w):
+    w.git("checkout", "-q", "develop")
+    w.edit_line(5, "line 5 develop", "Develop 5")
+    w.git("push", "-q")
+    w.git("checkout", "-q", "master")
+    started(w)
+    w.edit_line(5, "line 5 hotfix", "Hotfix 5")
+    w.git("push", "-q")
+    assert finish(w).code == 2
+    w.git("checkout", "-q", "master")
+    w.edit_line(9, "someone else's commit", "Unrelated")
+    refused(w, lambda: finish(w, "--abort"), "master has moved since this finish started", "git branch -f master")

@@ -260,3 +260,48 @@ def test_base_release_older_than_master_tip(twins):
     r = stackpatch("start", "--repo", str(sp.work), "--no-push", "--json")
     assert r.code == 0, r.stderr
     assert json.loads(r.stdout)["version"] == "16.04.1b"
+
+
+def test_base_older_than_master_tip_with_a_conflict_in_the_master_merge(twins):
+    """The older-base case where 16.04.1 touched the line the hotfix fixes: the merge into master
+    conflicts. AVH leaves the conflict on master; the user resolves, commits and re-runs. stackpatch
+    undoes the merge, then `--continue` redoes it in place; after the same resolution both agree by id."""
+    avh, sp = twins
+
+    def release_16_04_1(w: World) -> None:
+        w.edit_line(2, "line 2 reworded in 16.04.1", "Release 16.04.1")
+        w.git("tag", "-a", "-m", "Release 16.04.1", "16.04.1")
+        w.git("branch", "-f", "develop", "master")
+        w.git("push", "-q", "origin", "master", "develop", "refs/tags/16.04.1")
+
+    both(avh, sp, release_16_04_1)
+    avh.git("checkout", "-q", "-b", f"hotfix/{V}", "16.03.1")
+    avh.git("config", f"gitflow.branch.hotfix/{V}.base", "master")
+    flow(avh, "hotfix", "publish", V)
+    assert stackpatch("start", "--repo", str(sp.work), "--from", "16.03.1").code == 0
+    both(avh, sp, fix)
+
+    def resolve_master(w: World) -> None:
+        assert "<<<<<<<" in (w.work / "app.txt").read_text()
+        lines = [f"line {i}\n" for i in range(1, 11)]
+        lines[1] = "line 2 reworded in 16.04.1, fixed\n"
+        (w.work / "app.txt").write_text("".join(lines))
+        w.git("add", "app.txt")
+
+    p = avh_finish(avh, check=False)
+    assert p.returncode != 0 and avh.git("symbolic-ref", "--short", "HEAD") == "master"
+    resolve_master(avh)
+    avh.git("commit", "-q")
+    avh_finish(avh)
+
+    remote_before = sp.remote_refs()
+    r = sp_finish(sp)
+    assert r.code == 2 and f"merging hotfix/{V} into master conflicts in app.txt" in r.error
+    assert sp.remote_refs() == remote_before and sp.rev(f"refs/tags/{V}") is None
+    assert sp.git("symbolic-ref", "--short", "HEAD") == f"hotfix/{V}" and sp.git("status", "--porcelain") == ""
+    r = stackpatch("finish", "--repo", str(sp.work), "--continue")
+    assert r.code == 2 and sp.git("symbolic-ref", "--short", "HEAD") == "master"
+    resolve_master(sp)
+    r = stackpatch("finish", "--repo", str(sp.work), "--continue", "-m", MSG)
+    assert r.code == 0, r.stderr
+    assert topology(sp) == topology(avh)

@@ -96,6 +96,9 @@ def _fetch(root: Path, s: Settings, progress: Progress) -> None:
     progress(f"fetching from {s.remote}")
     res = git.run("fetch", "--prune", "--tags", "--quiet", s.remote, cwd=root, check=False, timeout=120)
     if not res.ok:
+        if "would clobber existing tag" in res.stderr:
+            raise GitError(f"a local tag differs from the one on {s.remote} ({git.last_line(res.stderr)}): "
+                           "compare them (git show TAG) and delete the wrong one, then retry")
         raise GitError(f"cannot fetch from remote {s.remote!r} ({git.last_line(res.stderr)}): "
                        "check its URL (git remote -v) and that it is reachable, then retry")
 
@@ -318,6 +321,7 @@ class FinishState:
     main_merge: str | None = None
     develop_merge: str | None = None
     tag_created: str | None = None  # tag object we created (None: we did not create it)
+    tag_before: str | None = None   # tag object that existed when the finish started (never deleted)
     pushed: bool = False
     started_at: float = field(default_factory=time.time)
 
@@ -459,7 +463,7 @@ def finish(repo: str | Path | None = None, push: bool = True, keep_branch: bool 
                 raise UserError(f"{branch} has no commits beyond its base "
                                 f"({start_tag or s.main}): commit the fix first, then finish")
         tobj = _tag_object(root, tag)
-        if tobj is not None and not (st is not None and st.tag_created == tobj):
+        if tobj is not None and not (st is not None and _our_tag(root, st)):
             target = _tag_target(root, tag)
             if _second_parent(root, target) != hotfix:
                 raise UserError(f"tag {tag!r} already exists and is not this hotfix's merge: "
@@ -473,7 +477,7 @@ def finish(repo: str | Path | None = None, push: bool = True, keep_branch: bool 
                          head_before=git.current_branch(root) or branch,
                          main_before=git.out("rev-parse", f"refs/heads/{s.main}", cwd=root),
                          develop_before=git.out("rev-parse", f"refs/heads/{s.develop}", cwd=root),
-                         hotfix_sha=hotfix)
+                         hotfix_sha=hotfix, tag_before=_tag_object(root, tag))
         st.save(root)
 
     done: list[str] = []
@@ -596,20 +600,42 @@ def _conclude_merge(root: Path, st: FinishState) -> None:
 def _rewind(root: Path, st: FinishState, progress: Progress) -> None:
     """The hotfix branch moved since our local (unpushed) merges: undo them so they are redone from
     the new tip. Only refs we moved ourselves are reset, and only to where they were."""
-    for name, before, ours in ((st.main, st.main_before, st.main_merge),
-                               (st.develop, st.develop_before, st.develop_merge)):
-        cur = git.rev(f"refs/heads/{name}", root)
-        if cur == before:
-            continue
-        if cur != ours:
-            raise UserError(f"{name} has moved since this finish started: run `stackpatch finish --abort`, "
-                            "then finish again")
+    moved = _moved_by_others(root, st)
+    if moved:
+        raise UserError(f"{moved} has moved since this finish started: run `stackpatch finish --abort`, "
+                        "then finish again")
     progress(f"{st.branch} moved on: redoing the local merges from its new tip")
-    if st.tag_created and _tag_object(root, st.tag) == st.tag_created:
+    if _our_tag(root, st):
         git.run("tag", "-d", st.tag, cwd=root)
         st.tag_created = None
     _reset_branches(root, st)
     st.main_merge = st.develop_merge = None
+
+
+def _moved_by_others(root: Path, st: FinishState) -> str | None:
+    """The first of master/develop that is neither where it was nor at a merge this finish made
+    (recognised by its recorded id, or by its parents should a crash have hit before the record)."""
+    tag_commit = _tag_target(root, st.tag)
+    for name, before, ours, second in ((st.main, st.main_before, st.main_merge, st.hotfix_sha),
+                                       (st.develop, st.develop_before, st.develop_merge, tag_commit)):
+        cur = git.rev(f"refs/heads/{name}", root)
+        if cur in (before, ours):
+            continue
+        if cur and second and git.rev(f"{cur}^1", root) == before and git.rev(f"{cur}^2", root) == second:
+            continue
+        return name
+    return None
+
+
+def _our_tag(root: Path, st: FinishState) -> bool:
+    """Whether the version tag exists and was made by this finish (so --abort/rewind may delete it)."""
+    obj = _tag_object(root, st.tag)
+    if obj is None or obj == st.tag_before:
+        return False
+    if obj == st.tag_created:
+        return True
+    target = _tag_target(root, st.tag)
+    return st.tag_before is None and target is not None and _second_parent(root, target) == st.hotfix_sha
 
 
 def _reset_branches(root: Path, st: FinishState) -> None:
@@ -630,18 +656,16 @@ def abort(repo: str | Path | None = None, progress: Progress = _quiet) -> dict[s
     if st.pushed:
         raise UserError("this finish was already pushed and cannot be undone: run `stackpatch finish` "
                         "to complete its cleanup")
-    for name, before, ours in ((st.main, st.main_before, st.main_merge),
-                               (st.develop, st.develop_before, st.develop_merge)):
-        cur = git.rev(f"refs/heads/{name}", root)
-        if cur not in (before, ours):
-            raise UserError(f"{name} has moved since this finish started ({cur[:10] if cur else 'missing'}): "
-                            f"reset it by hand (git branch -f {name} {before[:10]}), then delete "
-                            f"{FinishState.path(root)}")
+    moved = _moved_by_others(root, st)
+    if moved:
+        before = st.main_before if moved == st.main else st.develop_before
+        raise UserError(f"{moved} has moved since this finish started: reset it by hand "
+                        f"(git branch -f {moved} {before[:12]}), then delete {FinishState.path(root)}")
     if _merge_in_progress(root):
         progress("aborting the merge in progress")
         git.run("merge", "--abort", cwd=root)
     undone = []
-    if st.tag_created and _tag_object(root, st.tag) == st.tag_created:
+    if _our_tag(root, st):
         git.run("tag", "-d", st.tag, cwd=root)
         undone.append(f"deleted tag {st.tag}")
     _reset_branches(root, st)
