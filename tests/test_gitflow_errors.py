@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from gitflow_fixtures import World, make_world, set_env, stackpatch
+
 from stackpatch import gitflow
 
 V = "16.03.1b"
@@ -406,3 +406,9 @@ def test_abort_refuses_when_someone_else_moved_master(w):
     w.git("checkout", "-q", "master")
     w.edit_line(9, "someone else's commit", "Unrelated")
     refused(w, lambda: finish(w, "--abort"), "master has moved since this finish started", "git branch -f master")
+
+
+def test_repo_option_must_exist(tmp_path, monkeypatch):
+    set_env(monkeypatch, tmp_path)
+    r = stackpatch("start", "--repo", str(tmp_path / "nope"))
+    assert r.code == 2 and "does not exist" in r.stderr

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from stackpatch import git, versions
 from stackpatch.config import GitConfig, load_git_settings
@@ -330,7 +331,7 @@ class FinishState:
         return git.git_path(STATE_NAME, root)
 
     @classmethod
-    def load(cls, root: Path) -> "FinishState | None":
+    def load(cls, root: Path) -> FinishState | None:
         p = cls.path(root)
         if not p.is_file():
             return None
