@@ -412,3 +412,16 @@ def test_repo_option_must_exist(tmp_path, monkeypatch):
     set_env(monkeypatch, tmp_path)
     r = stackpatch("start", "--repo", str(tmp_path / "nope"))
     assert r.code == 2 and "does not exist" in r.stderr
+
+
+def test_push_url_unreachable_keeps_local_merges_and_rerun_completes(w, tmp_path):
+    started(w)
+    w.git("remote", "set-url", "--push", "origin", str(tmp_path / "gone.git"))  # fetch works, push fails
+    remote_before = w.remote_refs()
+    r = finish(w)
+    assert r.code == 2 and "origin could not be pushed to" in r.error and "re-run `stackpatch finish`" in r.error
+    assert w.remote_refs() == remote_before and w.rev(f"refs/tags/{V}") is not None
+    w.git("remote", "set-url", "--delete", "--push", "origin", str(tmp_path / "gone.git"))
+    r = finish(w)
+    assert r.code == 0, r.stderr
+    assert w.remote_refs()[f"refs/tags/{V}"] == w.rev(f"refs/tags/{V}")

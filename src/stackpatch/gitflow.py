@@ -534,7 +534,8 @@ def finish(repo: str | Path | None = None, push: bool = True, keep_branch: bool 
             why = _push_reason(res)
             git.run("checkout", "--quiet", st.head_before if git.rev(f"refs/heads/{st.head_before}", root)
                     else s.develop, cwd=root, check=False)
-            raise GitError(f"{s.remote} refused the push ({why}): nothing was pushed, the local merges and "
+            verb = "refused the push" if "rejected" in res.stdout + res.stderr else "could not be pushed to"
+            raise GitError(f"{s.remote} {verb} ({why}): nothing was pushed, the local merges and "
                            f"tag are kept; fix the cause and re-run `stackpatch finish`")
         done.append(f"pushed {s.main}, {s.develop} and {tag}")
     st.pushed = True
