@@ -425,3 +425,17 @@ def test_push_url_unreachable_keeps_local_merges_and_rerun_completes(w, tmp_path
     r = finish(w)
     assert r.code == 0, r.stderr
     assert w.remote_refs()[f"refs/tags/{V}"] == w.rev(f"refs/tags/{V}")
+
+
+def test_an_unfinished_finish_blocks_finishing_another_hotfix(w):
+    w.git("config", "gitflow.multi-hotfix", "true")
+    started(w)
+    (w.remote / "hooks" / "pre-receive").write_text("#!/bin/sh\necho no\nexit 1\n")
+    (w.remote / "hooks" / "pre-receive").chmod(0o755)
+    assert finish(w).code == 2  # merged and tagged locally, push refused
+    (w.remote / "hooks" / "pre-receive").unlink()
+    w.git("checkout", "-q", "master")
+    assert start(w, "16.03.1c").code == 0
+    w.edit_line(3, "line 3 fixed", "Fix line 3")
+    w.git("push", "-q")
+    refused(w, lambda: finish(w), f"the finish of hotfix/{V} is unfinished", "--continue")

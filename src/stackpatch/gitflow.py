@@ -412,6 +412,10 @@ def finish(repo: str | Path | None = None, push: bool = True, keep_branch: bool 
                         "a merge is in progress: resolve it and run `stackpatch finish --continue`, "
                         "or `stackpatch finish --abort`")
     if st is not None:
+        cur = git.current_branch(root)
+        if cur and cur.startswith(s.hotfix_prefix) and cur != st.branch:
+            raise UserError(f"the finish of {st.branch} is unfinished: complete it first (stackpatch finish "
+                            f"--continue) or undo it (stackpatch finish --abort), then finish {cur}")
         s = Settings(st.remote, st.main, st.develop, s.hotfix_prefix, s.tag_prefix, s.version_pattern,
                      s.multi_hotfix, s.source)
         branch, version, tag = st.branch, st.version, st.tag
