@@ -37,7 +37,7 @@ def set_env(monkeypatch, tmp_path: Path) -> None:
 
 def sh(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
     """Run a command (argv list) in `cwd` with the test's fixed git identity and dates."""
-    p = subprocess.run(args, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+    p = subprocess.run(args, cwd=cwd, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False,
                        env=dict(os.environ))
     if check and p.returncode != 0:
         raise AssertionError(f"{args} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
@@ -112,7 +112,7 @@ def make_world(base: Path, name: str) -> World:
     return w
 
 
-def stackpatch(*args: str) -> "Run":
+def stackpatch(*args: str) -> Run:
     r = CliRunner(mix_stderr=False).invoke(main, list(args), catch_exceptions=False)
     return Run(r.exit_code, r.stdout, r.stderr)
 

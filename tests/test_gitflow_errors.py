@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-
 from gitflow_fixtures import World, make_world, set_env, stackpatch
+
 from stackpatch import gitflow
 
 V = "16.03.1b"
@@ -406,3 +406,36 @@ def test_abort_refuses_when_someone_else_moved_master(w):
     w.git("checkout", "-q", "master")
     w.edit_line(9, "someone else's commit", "Unrelated")
     refused(w, lambda: finish(w, "--abort"), "master has moved since this finish started", "git branch -f master")
+
+
+def test_repo_option_must_exist(tmp_path, monkeypatch):
+    set_env(monkeypatch, tmp_path)
+    r = stackpatch("start", "--repo", str(tmp_path / "nope"))
+    assert r.code == 2 and "does not exist" in r.stderr
+
+
+def test_push_url_unreachable_keeps_local_merges_and_rerun_completes(w, tmp_path):
+    started(w)
+    w.git("remote", "set-url", "--push", "origin", str(tmp_path / "gone.git"))  # fetch works, push fails
+    remote_before = w.remote_refs()
+    r = finish(w)
+    assert r.code == 2 and "origin could not be pushed to" in r.error and "re-run `stackpatch finish`" in r.error
+    assert w.remote_refs() == remote_before and w.rev(f"refs/tags/{V}") is not None
+    w.git("remote", "set-url", "--delete", "--push", "origin", str(tmp_path / "gone.git"))
+    r = finish(w)
+    assert r.code == 0, r.stderr
+    assert w.remote_refs()[f"refs/tags/{V}"] == w.rev(f"refs/tags/{V}")
+
+
+def test_an_unfinished_finish_blocks_finishing_another_hotfix(w):
+    w.git("config", "gitflow.multi-hotfix", "true")
+    started(w)
+    (w.remote / "hooks" / "pre-receive").write_text("#!/bin/sh\necho no\nexit 1\n")
+    (w.remote / "hooks" / "pre-receive").chmod(0o755)
+    assert finish(w).code == 2  # merged and tagged locally, push refused
+    (w.remote / "hooks" / "pre-receive").unlink()
+    w.git("checkout", "-q", "master")
+    assert start(w, "16.03.1c").code == 0
+    w.edit_line(3, "line 3 fixed", "Fix line 3")
+    w.git("push", "-q")
+    refused(w, lambda: finish(w), f"the finish of hotfix/{V} is unfinished", "--continue")

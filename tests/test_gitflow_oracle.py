@@ -17,7 +17,6 @@ import json
 import shutil
 
 import pytest
-
 from gitflow_fixtures import World, flow, make_world, set_env, stackpatch
 
 pytestmark = pytest.mark.skipif(shutil.which("git-flow") is None, reason="Debian's git-flow is not installed")
@@ -304,4 +303,17 @@ def test_base_older_than_master_tip_with_a_conflict_in_the_master_merge(twins):
     resolve_master(sp)
     r = stackpatch("finish", "--repo", str(sp.work), "--continue", "-m", MSG)
     assert r.code == 0, r.stderr
+    assert topology(sp) == topology(avh)
+
+
+def test_avh_can_finish_a_hotfix_started_by_stackpatch(twins):
+    """stackpatch records the base as AVH does, so a team can mix the tools: AVH's finish on a branch
+    stackpatch started gives the same ids as stackpatch's own finish."""
+    avh, sp = twins
+    for w in (avh, sp):
+        w.git("checkout", "-q", "master")
+        assert stackpatch("start", "--repo", str(w.work)).code == 0
+    both(avh, sp, fix)
+    avh_finish(avh)
+    assert sp_finish(sp).code == 0
     assert topology(sp) == topology(avh)

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from stackpatch import git, versions
 from stackpatch.config import GitConfig, load_git_settings
@@ -330,7 +331,7 @@ class FinishState:
         return git.git_path(STATE_NAME, root)
 
     @classmethod
-    def load(cls, root: Path) -> "FinishState | None":
+    def load(cls, root: Path) -> FinishState | None:
         p = cls.path(root)
         if not p.is_file():
             return None
@@ -411,6 +412,10 @@ def finish(repo: str | Path | None = None, push: bool = True, keep_branch: bool 
                         "a merge is in progress: resolve it and run `stackpatch finish --continue`, "
                         "or `stackpatch finish --abort`")
     if st is not None:
+        cur = git.current_branch(root)
+        if cur and cur.startswith(s.hotfix_prefix) and cur != st.branch:
+            raise UserError(f"the finish of {st.branch} is unfinished: complete it first (stackpatch finish "
+                            f"--continue) or undo it (stackpatch finish --abort), then finish {cur}")
         s = Settings(st.remote, st.main, st.develop, s.hotfix_prefix, s.tag_prefix, s.version_pattern,
                      s.multi_hotfix, s.source)
         branch, version, tag = st.branch, st.version, st.tag
@@ -533,7 +538,8 @@ def finish(repo: str | Path | None = None, push: bool = True, keep_branch: bool 
             why = _push_reason(res)
             git.run("checkout", "--quiet", st.head_before if git.rev(f"refs/heads/{st.head_before}", root)
                     else s.develop, cwd=root, check=False)
-            raise GitError(f"{s.remote} refused the push ({why}): nothing was pushed, the local merges and "
+            verb = "refused the push" if "rejected" in res.stdout + res.stderr else "could not be pushed to"
+            raise GitError(f"{s.remote} {verb} ({why}): nothing was pushed, the local merges and "
                            f"tag are kept; fix the cause and re-run `stackpatch finish`")
         done.append(f"pushed {s.main}, {s.develop} and {tag}")
     st.pushed = True

@@ -12,8 +12,8 @@ invent two-letter suffixes (`26.11.1za`): they do not sort after `z` in most too
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from stackpatch.errors import UserError
 
@@ -29,7 +29,7 @@ class Version:
     letter: str = ""  # "" for the release itself (which counts as "a")
 
     @property
-    def release(self) -> "Version":
+    def release(self) -> Version:
         """The release this version patches (`26.11.1b` → `26.11.1`)."""
         return Version(self.yy, self.mm, self.r)
 
@@ -37,7 +37,7 @@ class Version:
     def sort_key(self) -> tuple[int, int, int, str]:
         return (self.yy, self.mm, self.r, self.letter or "a")
 
-    def with_letter(self, letter: str) -> "Version":
+    def with_letter(self, letter: str) -> Version:
         return Version(self.yy, self.mm, self.r, letter)
 
     def __str__(self) -> str:

@@ -6,7 +6,7 @@ import click
 
 from stackpatch import gitflow, ui
 
-REPO = click.option("--repo", "repo", type=click.Path(file_okay=False), default=None,
+REPO = click.option("--repo", "repo", type=click.Path(exists=True, file_okay=False), default=None,
                     help="The app's git repository (default: the current directory).")
 
 
