@@ -139,7 +139,7 @@ def remove(c: docker.DockerClient, stack: str, timeout: float = 120) -> dict[str
             pass
     deadline = time.monotonic() + timeout
     flt = {"label": f"{NS}={stack}"}
-    while c.containers.list(all=True, filters=flt):
+    while c.api.containers(all=True, filters=flt):
         if time.monotonic() > deadline:
             raise FaultError(f"the containers of stack {stack} did not stop within {timeout:.0f}s")
         time.sleep(0.25)
