@@ -305,6 +305,10 @@ def up(dir: Path, name: str = "acme", registry_port: int | None = None) -> Sandb
     # stack
     front_url = f"http://127.0.0.1:{st.front_port}"
     current = stack_mod.states(c, st.stack)
+    foreign = [n for n, s in current.items() if not s["image"].startswith(f"{reg.host}/")]
+    if foreign:
+        raise UserError(f"stack {st.stack} already runs on this engine and is not this sandbox's (its {foreign[0]} "
+                        f"image is not from {reg.host}): pass another --name, or remove that stack")
     expected_images = {"phpfiles": st.images["app"], "phpha": st.images["app"], "web": st.images["front"],
                        "db": st.images["db"]}
     same = set(current) == set(SERVICES) and all(current[s]["image"] == expected_images[s] for s in SERVICES)
