@@ -211,8 +211,8 @@ def test_fork_is_an_independent_copy_serving_the_release(sandbox, fork):
     assert git.rev("26.11.1", cwd=fork.app_dir) == sandbox.revision
     assert git.rev("develop", cwd=fork.origin_dir) == git.rev("develop", cwd=sandbox.origin_dir)
     assert git.out("remote", "get-url", "origin", cwd=fork.app_dir) == str(fork.origin_dir)
-    st = api.stack_mod.states(docker.from_env(), fork.stack)
-    assert api.stack_mod.is_converged(st, set(api.SERVICES))
+    # still (or again, after a task restart on a loaded machine) at full healthy replicas
+    api.stack_mod.wait_healthy(docker.from_env(), fork.stack, set(api.SERVICES), timeout=90)
 
 
 @pytest.mark.docker
