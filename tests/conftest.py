@@ -8,6 +8,7 @@ engine. It is torn down at the end of the session (without --all: the base image
 from __future__ import annotations
 
 import shutil
+import signal
 import sys
 import tempfile
 import uuid
@@ -16,6 +17,14 @@ from pathlib import Path
 import pytest
 
 CLI = str(Path(sys.executable).with_name("stackpatch"))
+
+
+def pytest_configure(config):
+    """`timeout pytest ...` sends SIGTERM: turn it into an interrupt so the fixtures' teardown still runs
+    (no registry process, stack or volume left behind on the shared engine)."""
+    def _term(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, _term)
 
 
 def unique(prefix: str = "t") -> str:

@@ -324,3 +324,14 @@ def test_bad_name_is_refused_and_down_of_nothing_is_not_an_error(tmp_path):
     assert down.returncode == 0 and "nothing to remove" in down.stderr
     line = one_error_line(run_cli("sandbox", "status", "--dir", str(tmp_path / "nothing-here")))
     assert "no sandbox" in line and "sandbox up" in line
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not Path("/usr/bin/mmdebstrap").exists(), reason="needs root and mmdebstrap")
+def test_mmdebstrap_failure_is_a_one_line_user_error(tmp_path, monkeypatch):
+    from stackpatch.errors import UserError
+    monkeypatch.setattr(baseimage, "SUITE", "no-such-suite")  # a real mmdebstrap run that fails
+    with pytest.raises(UserError) as e:
+        baseimage.build(tmp_path / "work")
+    msg = str(e.value)
+    assert "\n" not in msg and "mmdebstrap failed" in msg and "Debian mirror" in msg
+    assert list((tmp_path / "work").iterdir()) == []  # the temporary tar is gone

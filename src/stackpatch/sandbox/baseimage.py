@@ -77,7 +77,7 @@ def build(workdir: Path, timeout: float = 900) -> str:
                             "Debian mirror, then retry") from None
         if proc.returncode != 0 or not tar.is_file():
             lines = [ln for ln in (proc.stderr or proc.stdout).strip().splitlines() if ln.strip()]
-            why = next((ln for ln in reversed(lines) if "E:" in ln or "error" in ln.lower()),
+            why = next((ln for ln in lines if ln.startswith("E:") or "error" in ln.lower()),
                        lines[-1] if lines else "no output")
             raise UserError(f"building the base image with mmdebstrap failed ({why.strip()[:200]}): check the "
                             "network to the Debian mirror and free disk space, then retry")
