@@ -335,3 +335,24 @@ def test_mmdebstrap_failure_is_a_one_line_user_error(tmp_path, monkeypatch):
     msg = str(e.value)
     assert "\n" not in msg and "mmdebstrap failed" in msg and "Debian mirror" in msg
     assert list((tmp_path / "work").iterdir()) == []  # the temporary tar is gone
+
+
+@pytest.mark.docker
+def test_verify_stack_file_runs_the_release_images_with_its_own_db(sandbox):
+    """deploy/verify.yml (what stackpatch's verification step deploys) works with the pushed images."""
+    from stackpatch.sandbox import stack as stack_mod
+    from stackpatch.sandbox.registry import free_port
+    name = f"{unique('v')}-verify"
+    port = free_port()
+    c = docker.from_env()
+    try:
+        stack_mod.deploy(name, sandbox.app_dir / "deploy" / "verify.yml",
+                         {"IMAGE_APP": sandbox.images["app"], "IMAGE_FRONT": sandbox.images["front"],
+                          "FRONT_PORT": str(port)}, sandbox.docker_config)
+        stack_mod.wait_healthy(c, name, {"phpha", "web", "db"}, timeout=180)
+        got = stack_mod.wait_version(f"http://127.0.0.1:{port}", "26.11.1", sandbox.revision)
+        assert got["revision"] == sandbox.revision
+        assert get(f"http://127.0.0.1:{port}/health")[0] == 200
+        assert c.volumes.list(filters={"label": f"com.docker.stack.namespace={name}"}) == []  # throwaway db
+    finally:
+        stack_mod.remove(c, name)
