@@ -28,7 +28,9 @@ from benchmarks.loadgen import Sample, load, summarize  # noqa: E402
 
 REVISION_COLOURS = ["#1f77b4", "#2ca02c", "#9467bd", "#17becf", "#8c564b", "#bcbd22"]
 FAIL_COLOURS = {"5xx": "#d62728", "4xx": "#ff7f0e", "error": "#000000"}
-PHASE_COLOURS = ["#fde0dd", "#e0ecf4", "#e5f5e0", "#fff7bc", "#efedf5", "#fee6ce", "#deebf7"]
+# light, distinct, and never the colours of the points
+PHASE_COLOURS = ["#fde0dd", "#e0ecf4", "#e5f5e0", "#fff7bc", "#efedf5", "#fee6ce", "#d9f0d3", "#f0f0f0",
+                 "#fcc5c0", "#c6dbef", "#ffffcc", "#dadaeb", "#fdd0a2", "#ccece6"]
 
 
 def _fail_kind(s: Sample) -> str:
@@ -63,7 +65,7 @@ def chart(samples: Sequence[Sample], phases: Mapping[str, Sequence[float]] | Non
     colour = {r: REVISION_COLOURS[i % len(REVISION_COLOURS)] for i, r in enumerate(revs)}
     label = {r: (r[:7] if r else "no revision") for r in revs}
 
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 7), sharex=True,
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(14, 7), sharex=True,
                                       gridspec_kw={"height_ratios": [3, 2]})
     # phases shaded on both axes
     handles = []
@@ -88,7 +90,8 @@ def chart(samples: Sequence[Sample], phases: Mapping[str, Sequence[float]] | Non
     top.set_title(f"{title}\n{summary['total_requests']} requests, {summary['failed_requests']} failed, "
                   f"longest gap {summary['longest_gap_s']:.2f}s, p50 {summary['p50_ms']} ms, "
                   f"p99 {summary['p99_ms']} ms", fontsize=10)
-    top.legend(handles=top.get_legend_handles_labels()[0] + handles, fontsize=7, loc="best", ncol=2)
+    top.legend(handles=top.get_legend_handles_labels()[0] + handles, fontsize=7, loc="upper left",
+               bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
 
     # bottom: requests per time bin, stacked by revision / failure kind
     bins: dict[str, Counter] = defaultdict(Counter)
@@ -106,7 +109,7 @@ def chart(samples: Sequence[Sample], phases: Mapping[str, Sequence[float]] | Non
         base = [a + b for a, b in zip(base, ys)]
     bottom.set_ylabel(f"requests / {bin_s:g}s")
     bottom.set_xlabel("seconds since the load started")
-    bottom.legend(fontsize=7, loc="best")
+    bottom.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -7,8 +7,10 @@ line: its wall-clock start, status or error, latency and the `revision` of a `/v
     python benchmarks/loadgen.py http://127.0.0.1:8080/version --rate 100 --duration 30 --out run.jsonl
     python benchmarks/loadgen.py URL --stop-file /tmp/stop --max-duration 900 --out run.jsonl
 
-By default every request opens a new connection (`Connection: close`): each one then proves that
-something is listening, which is what a deploy's gap is about. `--keepalive` reuses connections.
+Every request opens its own connection (`Connection: close`), so each one proves that something is
+listening, which is what a deploy's gap is about. Plain asyncio streams, no client library: the generator
+stays cheap on a busy 2-core machine (an httpx pool degrades badly with hundreds of requests waiting on a
+stalled server, which is exactly the moment we measure).
 """
 
 from __future__ import annotations
@@ -24,8 +26,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
 from urllib.parse import urlsplit
-
-import httpx
 
 ALLOWED_HOST = "127.0.0.1"
 HARD_MAX_DURATION = 3600.0   # no run lasts longer than this, whatever it is asked
@@ -63,21 +63,61 @@ class Sample:
         return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})
 
 
-def _revision(resp: httpx.Response) -> str | None:
-    if "json" not in resp.headers.get("content-type", "") and not resp.content[:1] == b"{":
+class BadAnswer(ValueError):
+    """The connection closed without a complete HTTP answer."""
+
+
+def _revision(body: bytes) -> str | None:
+    if not body.lstrip()[:1] == b"{":
         return None
     try:
-        data = resp.json()
+        data = json.loads(body)
     except ValueError:
         return None
     rev = data.get("revision") if isinstance(data, dict) else None
     return str(rev) if rev is not None else None
 
 
+async def get(host: str, port: int, target: str, timeout: float) -> tuple[int, bytes]:
+    """One HTTP/1.1 GET on a new connection; (status, body). Raises OSError, asyncio.TimeoutError,
+    ValueError (a malformed answer)."""
+    async def exchange() -> tuple[int, bytes]:
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.write(f"GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: stackpatch-loadgen\r\n"
+                         "Accept: application/json\r\nConnection: close\r\n\r\n".encode())
+            await writer.drain()
+            raw = await reader.read(-1)  # the server closes: Connection: close
+        finally:
+            writer.close()
+        head, _, body = raw.partition(b"\r\n\r\n")
+        status_line = head.split(b"\r\n", 1)[0].split()
+        if len(status_line) < 2 or not status_line[0].startswith(b"HTTP/") or not status_line[1].isdigit():
+            raise BadAnswer(f"not an HTTP answer ({len(raw)} bytes)")
+        headers = head.lower()
+        if b"transfer-encoding: chunked" in headers:
+            body = _unchunk(body)
+        return int(status_line[1]), body
+    return await asyncio.wait_for(exchange(), timeout)
+
+
+def _unchunk(data: bytes) -> bytes:
+    out, i = bytearray(), 0
+    while True:
+        j = data.find(b"\r\n", i)
+        if j < 0:
+            return bytes(out)
+        size = int(data[i:j].split(b";")[0] or b"0", 16)
+        if size == 0:
+            return bytes(out)
+        out += data[j + 2:j + 2 + size]
+        i = j + 2 + size + 2
+
+
 async def run(url: str, rate: float = 100.0, duration: float | None = None, *,
               stop_file: str | os.PathLike | None = None, stop_event: asyncio.Event | None = None,
               out: str | os.PathLike | None = None, timeout: float = 2.0,
-              max_duration: float = 900.0, keepalive: bool = False) -> list[Sample]:
+              max_duration: float = 900.0) -> list[Sample]:
     """Send `rate` requests/s to `url` until `duration` passed, `stop_file` exists or `stop_event` is set,
     and never longer than `max_duration`. Returns the samples sorted by due time; writes them to `out`
     (JSON lines, in completion order, flushed as they come) when given."""
@@ -90,23 +130,22 @@ async def run(url: str, rate: float = 100.0, duration: float | None = None, *,
     if duration is not None:
         limit = min(limit, duration)
     stop_path = Path(stop_file) if stop_file is not None else None
-
-    in_flight = max(16, math.ceil(rate * (timeout + 1)))
-    limits = httpx.Limits(max_connections=in_flight,
-                          max_keepalive_connections=in_flight if keepalive else 0)
-    headers = {} if keepalive else {"Connection": "close"}
+    parts = urlsplit(url)
+    host, port = parts.hostname, parts.port or 80
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     samples: list[Sample] = []
     sink = open(out, "w", encoding="utf-8") if out is not None else None
     loop = asyncio.get_running_loop()
 
-    async def one(client: httpx.AsyncClient, seq: int, due_mono: float, due_wall: float) -> None:
+    async def one(seq: int, due_mono: float, due_wall: float) -> None:
         sent = loop.time()
         status = error = revision = None
         try:
-            resp = await client.get(url, headers=headers)
-            status = resp.status_code
-            revision = _revision(resp)
-        except (httpx.HTTPError, OSError) as e:
+            status, body = await get(host, port, target, timeout)
+            revision = _revision(body)
+        except asyncio.TimeoutError:
+            error = f"Timeout: no complete answer within {timeout:g}s"
+        except (OSError, ValueError) as e:
             error = f"{type(e).__name__}: {e}".strip()[:200]
         done = loop.time()
         s = Sample(seq, due_wall, due_mono - t0_mono, status, error, round((done - sent) * 1000, 3),
@@ -114,32 +153,31 @@ async def run(url: str, rate: float = 100.0, duration: float | None = None, *,
         samples.append(s)
         if sink is not None:
             sink.write(json.dumps(s.to_json()) + "\n")
+            sink.flush()
 
     tasks: set[asyncio.Task] = set()
     check_every = max(1, int(rate / 20))  # look for the stop file ~20 times a second
     try:
-        async with httpx.AsyncClient(timeout=httpx.Timeout(timeout), limits=limits, trust_env=False) as client:
-            # the clock starts once the client is built (building it costs ~0.2 s: not the server's fault)
-            t0_mono = loop.time()
-            t0_wall = time.time()
-            i = 0
-            while True:
-                due = i / rate
-                if due >= limit:
-                    break
-                if stop_event is not None and stop_event.is_set():
-                    break
-                if stop_path is not None and i % check_every == 0 and stop_path.exists():
-                    break
-                wait = t0_mono + due - loop.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                task = asyncio.create_task(one(client, i, t0_mono + due, t0_wall + due))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-                i += 1
-            if tasks:
-                await asyncio.gather(*tasks)
+        t0_mono = loop.time()
+        t0_wall = time.time()
+        i = 0
+        while True:
+            due = i / rate
+            if due >= limit:
+                break
+            if stop_event is not None and stop_event.is_set():
+                break
+            if stop_path is not None and i % check_every == 0 and stop_path.exists():
+                break
+            wait = t0_mono + due - loop.time()
+            # always yield, even when late, so answers are read while the generator catches up
+            await asyncio.sleep(max(0.0, wait))
+            task = asyncio.create_task(one(i, t0_mono + due, t0_wall + due))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            i += 1
+        if tasks:
+            await asyncio.gather(*tasks)
     finally:
         for task in tasks:
             task.cancel()
@@ -212,14 +250,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stop-file", help="stop as soon as this file exists")
     ap.add_argument("--max-duration", type=float, default=900.0, help="never run longer (default 900 s)")
     ap.add_argument("--timeout", type=float, default=2.0, help="per-request timeout, seconds (default 2)")
-    ap.add_argument("--keepalive", action="store_true", help="reuse connections instead of one per request")
     ap.add_argument("--out", help="write every request as a JSON line here")
     args = ap.parse_args(argv)
     try:
         check_url(args.url)
         samples = asyncio.run(run(args.url, args.rate, args.duration, stop_file=args.stop_file,
-                                  out=args.out, timeout=args.timeout, max_duration=args.max_duration,
-                                  keepalive=args.keepalive))
+                                  out=args.out, timeout=args.timeout, max_duration=args.max_duration))
     except ValueError as e:
         print(f"loadgen: error: {e}", file=sys.stderr)
         return 2

@@ -87,7 +87,7 @@ def test_loadgen_counts_500s_and_refused_connections_as_failed():
     s = loadgen.summarize(samples + refused)
     assert s["total_requests"] == 20 and s["failed_requests"] == 20
     assert s["p50_ms"] is None and s["revisions"] == []
-    assert s["statuses"]["500"] == 10 and s["statuses"]["ConnectError"] == 10
+    assert s["statuses"]["500"] == 10 and s["statuses"]["ConnectionRefusedError"] == 10
     assert s["longest_gap_s"] >= 0.45  # no successful answer at all during the run
 
 
