@@ -209,3 +209,44 @@ def test_builddir_bench_measures_with_stackpatchs_code_or_says_pending():
         assert r.returncode == 0, r.stderr
         res = json.loads(r.stdout)
         assert res["files"] == 300 and res["incremental_s"] > 0 and res["fresh_clone_s"] > 0
+
+
+def test_measure_runs_a_command_under_load_and_finds_when_the_new_revision_serves(tmp_path):
+    from benchmarks import measure
+
+    rev_file = tmp_path / "revision"
+    rev_file.write_text("old1111")
+    deploy = (
+        "import json, sys, time\n"
+        "def mark(p, e): print(json.dumps({'phase': p, 'event': e, 'ts': time.time()}), flush=True)\n"
+        "mark('build', 'start'); time.sleep(0.3); mark('build', 'end')\n"
+        "mark('deploy', 'start'); open(sys.argv[1], 'w').write('new2222'); time.sleep(0.2); mark('deploy', 'end')\n"
+        "print(json.dumps({'phase': 'done', 'event': 'end', 'ts': time.time(), 'revision': 'new2222'}))\n"
+    )
+    srv = Server(script=lambda n: (200, rev_file.read_text()))
+    with srv:
+        figures = asyncio.run(measure.measure(
+            srv.url, [sys.executable, "-c", deploy, str(rev_file)], tmp_path / "out", "manual_routine",
+            rate=40, before=0.3, after=0.4))
+    assert figures["exit_code"] == 0 and figures["revision"] == "new2222" and figures["new_revision_served"]
+    assert set(figures["phases"]) == {"build", "deploy"}
+    assert 0.25 <= figures["phases"]["build"] < 2.0
+    # the new revision serves right after the deploy phase began, not at the end of the command
+    assert figures["phase_times"]["deploy"][0] <= figures["lead_time_s"] < figures["command_s"] + 0.5
+    assert figures["failed_requests"] == 0 and figures["total_requests"] >= 30
+    assert figures["baseline"]["failed_requests"] == 0 and 5 <= figures["baseline"]["total_requests"] <= 20
+    schema.Contender.model_validate(figures)
+    out = tmp_path / "out"
+    assert (out / "manual_routine.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((out / "manual_routine.contender.json").read_text())["lead_time_s"] == figures["lead_time_s"]
+    assert len((out / "manual_routine.jsonl").read_text().splitlines()) == figures["total_requests"]
+
+
+def test_serving_since_needs_the_new_revision_to_stay():
+    S = loadgen.Sample
+    seq = [S(0, 100.0, 0, 200, None, 1, 0, "a"), S(1, 101.0, 1, 200, None, 1, 0, "b"),
+           S(2, 102.0, 2, 200, None, 1, 0, "a"), S(3, 103.0, 3, 200, None, 1, 0, "b"),
+           S(4, 104.0, 4, 503, None, 1, 0, None), S(5, 105.0, 5, 200, None, 1, 0, "b")]
+    from benchmarks.measure import serving_since
+    assert serving_since(seq, "b", 0) == pytest.approx(103.001)
+    assert serving_since(seq, "c", 0) is None
