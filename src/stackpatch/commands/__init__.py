@@ -8,3 +8,4 @@ import click
 def register_all(main: click.Group) -> None:
     from stackpatch.commands import config_cmd
     config_cmd.register(main)
+    from stackpatch.commands import ship_cmd; ship_cmd.register(main)
