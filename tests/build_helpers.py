@@ -44,6 +44,7 @@ def commit(repo: Path, path: str, text: str, msg: str) -> str:
 
 def make_repo(tmp: Path, toml: str = TOML) -> tuple[Path, Path, str]:
     """An app repo with a bare origin, master+develop, release 26.11.1 tagged. Returns (repo, origin, sha)."""
+    tmp.mkdir(parents=True, exist_ok=True)
     origin = tmp / "origin.git"
     repo = tmp / "app"
     sh("init", "-q", "--bare", "-b", "master", str(origin), cwd=tmp)

@@ -208,6 +208,16 @@ class Registry:
             digest = "sha256:" + hashlib.sha256(raw).hexdigest()
         return Manifest(digest, mtype or body.get("mediaType", ""), body)
 
+    def tags(self, name: str) -> list[str]:
+        """Tags of repository `name` ([] when the repository does not exist)."""
+        try:
+            with self._open("GET", f"/v2/{name}/tags/list", {}, f"repository:{name}:pull") as r:
+                return sorted(json.loads(r.read()).get("tags") or [])
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                return []
+            raise self._refused(e.code, f"listing the tags of {name}") from None
+
     def head_digest(self, name: str, reference: str) -> str | None:
         m = self.manifest(name, reference, method="HEAD")
         return m.digest if m else None

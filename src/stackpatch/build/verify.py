@@ -1,8 +1,8 @@
 """Verify the exact images that will be pushed: a throwaway stack on the local engine, checks, teardown.
 
 The stack file (`verify.stack_file`, from the clean build dir) gets `${IMAGE_<NAME>}` set to the local
-tags just built (the same image ids that are pushed next), plus `STACKPATCH_VERIFY_PORT` (a free port
-it may publish), `STACKPATCH_VERSION` and `STACKPATCH_REVISION`. Checks may use `{front_url}`/
+tags just built (the same image ids that are pushed next), plus `STACKPATCH_VERIFY_PORT` and its alias
+`FRONT_PORT` (a free host port it may publish), `STACKPATCH_VERSION` and `STACKPATCH_REVISION`. Checks may use `{front_url}`/
 `{verify_url}` (http://127.0.0.1:<the first published port>), `{revision}` and `{version}`.
 The stack and its volumes are always removed, pass or fail.
 """
@@ -185,7 +185,7 @@ def verify(client: docker.DockerClient, cfg: Config, workdir: Path, built: dict[
                           "the path")
     stack = f"spverify-{secrets.token_hex(4)}"
     port = free_port()
-    env = cli_env(v.docker_host, STACKPATCH_VERIFY_PORT=str(port), STACKPATCH_VERSION=version,
+    env = cli_env(v.docker_host, STACKPATCH_VERIFY_PORT=str(port), FRONT_PORT=str(port), STACKPATCH_VERSION=version,
                   STACKPATCH_REVISION=revision, **{env_name(n): b.local_ref for n, b in built.items()})
     t0 = time.monotonic()
     ui.step(f"verify: deploying throwaway stack {stack} from {v.stack_file}")

@@ -121,9 +121,10 @@ def run_build_half(cfg: Config, plan: Plan, snap: Snapshot) -> BuildHalfResult:
         log.close()
 
     if cfg.verify.enabled and cfg.verify.stack_file:
+        t0 = time.monotonic()
         res = verify_mod.verify(client, cfg, wd.path, built, version, sha, cfg.timeouts.check)
-        timings["verify"] = res.seconds
-        ui.ok(f"verified in {res.seconds:.1f}s")
+        timings["verify"] = time.monotonic() - t0
+        ui.ok(f"verified in {res.seconds:.1f}s ({timings['verify']:.1f}s with the teardown)")
     elif cfg.verify.enabled:
         ui.warn("verify.stack_file is not set: the images are pushed without a local verification")
 
