@@ -158,7 +158,12 @@ def teardown(client: docker.DockerClient, stack: str, docker_host: str | None, t
         left = client.api.containers(all=True, filters={"label": f"{STACK_LABEL}={stack}"})
         if not left:
             break
-        time.sleep(0.5)
+        for c in left:  # a throwaway stack needs no graceful stop: do not wait out the grace periods
+            try:
+                client.api.remove_container(c["Id"], force=True, v=True)
+            except docker.errors.APIError:
+                pass
+        time.sleep(0.3)
     for v in client.api.volumes(filters={"label": f"{STACK_LABEL}={stack}"}).get("Volumes") or []:
         for _ in range(20):
             try:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stackpatch import git
-from stackpatch.errors import FaultError, UserError
+from stackpatch.errors import FaultError, GitError, UserError
 
 
 def cache_root() -> Path:
@@ -66,9 +66,25 @@ def sync(repo: Path, remote: str, sha: str, branch: str | None = None, dest: Pat
             git.run("remote", "set-url", "origin", url, cwd=dest)
         refspecs = ["+refs/heads/*:refs/remotes/origin/*"]
         git.run("fetch", "--quiet", "--prune", "--tags", "--force", "origin", *refspecs, cwd=dest, timeout=1800)
-    except OSError as e:
+        _checkout(dest, sha, remote, url, branch)
+    except (OSError, GitError) as e:
+        if cold:  # never leave a half-made clone that the next run would take for a warm cache
+            import shutil
+            shutil.rmtree(dest, ignore_errors=True)
+        if isinstance(e, GitError):
+            if "no space left" in str(e).lower():
+                raise FaultError(f"disk full while syncing the build directory {dest}: free space (or point "
+                                 "STACKPATCH_CACHE_DIR elsewhere) and ship again; nothing was pushed") from None
+            raise
         raise FaultError(f"cannot write the build directory {dest} ({e.strerror}): free space or set "
                          "STACKPATCH_CACHE_DIR") from None
+    head = git.out("rev-parse", "HEAD", cwd=dest)
+    if head != sha or git.is_dirty(dest):
+        raise FaultError(f"the build directory {dest} is not a clean checkout of {sha[:7]}: delete it and retry")
+    return Workdir(dest, sha, time.monotonic() - t0, cold)
+
+
+def _checkout(dest: Path, sha: str, remote: str, url: str, branch: str | None) -> None:
     if git.rev(sha, dest) is None:
         raise UserError(f"commit {sha[:7]} is not on remote {remote!r} ({url}): only pushed code ships; push it")
     if branch and git.rev(f"refs/remotes/origin/{branch}", dest) != sha:
@@ -79,7 +95,3 @@ def sync(repo: Path, remote: str, sha: str, branch: str | None = None, dest: Pat
     git.run("clean", "-ffdxq", cwd=dest)
     git.run("submodule", "update", "--init", "--recursive", "--force", "--quiet", cwd=dest, timeout=1800)
     git.run("submodule", "foreach", "--recursive", "--quiet", "git clean -ffdxq", cwd=dest)
-    head = git.out("rev-parse", "HEAD", cwd=dest)
-    if head != sha or git.is_dirty(dest):
-        raise FaultError(f"the build directory {dest} is not a clean checkout of {sha[:7]}: delete it and retry")
-    return Workdir(dest, sha, time.monotonic() - t0, cold)
