@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import importlib
+
 import click
+
+# In the order `stackpatch --help` lists them.
+MODULES = (
+    "config_cmd",
+    "sandbox_cmd",
+    "gitflow_cmd",
+    "ship_cmd",
+)
 
 
 def register_all(main: click.Group) -> None:
-    from stackpatch.commands import config_cmd
-    config_cmd.register(main)
-    from stackpatch.commands import ship_cmd; ship_cmd.register(main)
+    for name in MODULES:
+        importlib.import_module(f"stackpatch.commands.{name}").register(main)
