@@ -215,7 +215,7 @@ def test_plan_refuses_an_unreachable_target(mfork, env, tmp_path):
 
 
 @pytest.mark.docker
-def test_the_registry_password_never_appears(mfork, env, tmp_path):
+def test_the_password_never_appears_and_a_pushed_version_is_never_retagged(mfork, env, tmp_path):
     sha = hotfix(mfork, "26.11.1j")
     cfg = config_mod.load(mfork.config_path)
     _, password = config_mod.registry_credentials(cfg)
@@ -234,6 +234,18 @@ def test_the_registry_password_never_appears(mfork, env, tmp_path):
         inspect = subprocess.run(["docker", "image", "inspect", ref], capture_output=True, text=True).stdout
         history = subprocess.run(["docker", "history", "--no-trunc", ref], capture_output=True, text=True).stdout
         assert sha in inspect and password not in inspect and password not in history
+
+    # the version tag now holds sha: a different commit on a re-made hotfix/26.11.1j must not reuse it
+    app = mfork.app_dir
+    git("checkout", "-q", "-f", "develop", cwd=app)
+    git("branch", "-q", "-D", "hotfix/26.11.1j", cwd=app)
+    git("push", "-q", "origin", "--delete", "hotfix/26.11.1j", cwd=app)
+    other = hotfix(mfork, "26.11.1j", line="# another fix, same version\n")
+    tags_before = registry_tags(mfork, "app")
+    res = run("plan", cwd=app, env=env)
+    assert_one_line_refusal(res, 2, rf"tag {re.escape(cfg.image_ref('app'))}:26\.11\.1j already exists in the "
+                                    rf"registry at sha256:.* built from {sha[:7]}, not {other[:7]}: tags are never reused")
+    assert registry_tags(mfork, "app") == tags_before
 
 
 @pytest.mark.docker
