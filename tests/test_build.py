@@ -180,15 +180,32 @@ def test_a_missing_build_context_is_refused(mfork, env):
 @pytest.mark.docker
 def test_a_failing_verify_check_pushes_nothing_and_tears_down(mfork, env):
     sha = hotfix(mfork, "26.11.1g")
-    extra = ('\n[[verify.checks]]\nname = "serves the impossible"\nurl = "{front_url}/version"\n'
+    extra = ('\n[[verify.checks]]\nname = "migrations apply"\nservice = "phpha"\n'
+             'command = ["python3", "/app/migrate.py"]\n'
+             '\n[[verify.checks]]\nname = "serves the impossible"\nurl = "{front_url}/version"\n'
              'body_contains = "no-such-text-{revision}"\n\n[timeouts]\ncheck = 2\n')
     with edited_config(mfork, append=extra):
         res = run("ship", "--until", "pushed", "--yes", cwd=mfork.app_dir, env=env)
     assert_one_line_refusal(res, 2, rf"verify check 'serves the impossible' failed: GET http://127\.0\.0\.1:\d+/version "
                                     rf"body does not contain 'no-such-text-{sha}'; nothing was pushed")
+    assert "verify: check migrations apply passed" in res.stderr  # a command check, exec'd in a task of phpha
     verify_stack_gone(res)
     assert f"git-commit-{sha[:7]}" not in registry_tags(mfork, "app")
     assert f"git-commit-{sha[:7]}" not in registry_tags(mfork, "front")
+
+
+@pytest.mark.docker
+def test_a_failing_verify_command_pushes_nothing(mfork, env):
+    sha = hotfix(mfork, "26.11.1l")
+    extra = ('\n[[verify.checks]]\nname = "revision in the image"\nservice = "phpha"\n'
+             'command = ["sh", "-c", "echo checking {revision}; test \\"$APP_REVISION\\" = nope"]\n'
+             '\n[timeouts]\ncheck = 2\n')
+    with edited_config(mfork, append=extra):
+        res = run("ship", "--until", "pushed", "--yes", cwd=mfork.app_dir, env=env)
+    assert_one_line_refusal(res, 2, r"verify check 'revision in the image' failed: `sh -c echo checking "
+                                    rf"{sha}; .*` in phpha exited 1: checking {sha}; nothing was pushed")
+    verify_stack_gone(res)
+    assert f"git-commit-{sha[:7]}" not in registry_tags(mfork, "app")
 
 
 @pytest.mark.docker

@@ -122,7 +122,8 @@ def run_build_half(cfg: Config, plan: Plan, snap: Snapshot) -> BuildHalfResult:
 
     if cfg.verify.enabled and cfg.verify.stack_file:
         t0 = time.monotonic()
-        res = verify_mod.verify(client, cfg, wd.path, built, version, sha, cfg.timeouts.check)
+        vclient = local_client(cfg.verify.docker_host) if cfg.verify.docker_host else client
+        res = verify_mod.verify(vclient, cfg, wd.path, built, version, sha, cfg.timeouts.check)
         timings["verify"] = time.monotonic() - t0
         ui.ok(f"verified in {res.seconds:.1f}s ({timings['verify']:.1f}s with the teardown)")
     elif cfg.verify.enabled:
