@@ -33,7 +33,7 @@ def _render_plan(plan) -> None:
     if p.risky:
         ui.out.print(f"[yellow]risky files changed ({len(p.risky)}):[/]")
         for f in p.risky:
-            ui.out.print(f"  [yellow]![/] {f}")
+            ui.out.print("  ! " + f, markup=False, style="yellow")
     ui.out.print("images:")
     for i in plan.images:
         ui.out.print(f"  {i.name}: {i.repository}:{', '.join(i.tags)}"
