@@ -279,3 +279,28 @@ def test_a_full_disk_while_syncing_is_one_line_and_pushes_nothing(mfork, env, tm
         assert f"git-commit-{sha[:7]}" not in registry_tags(mfork, "app")
     finally:
         subprocess.run(["umount", str(small)], capture_output=True)
+
+
+@pytest.mark.docker
+def test_a_full_disk_under_the_build_log_is_one_line_and_pushes_nothing(mfork, env, tmp_path):
+    """The build log's directory is a tiny tmpfs, filled up first: the first log write hits ENOSPC."""
+    cache = Path(env["STACKPATCH_CACHE_DIR"])
+    logs = cache / "logs"
+    logs.mkdir(parents=True)
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(logs)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (not root)")
+    try:
+        fd = os.open(logs / "filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            while os.write(fd, b"\0" * 4096):
+                pass
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        sha = hotfix(mfork, "26.11.1m")
+        res = run("ship", "--until", "pushed", "--yes", cwd=mfork.app_dir, env=env)
+        assert_one_line_refusal(res, 1, rf"disk full writing {re.escape(str(logs))}/.*\.log: free space .*nothing was pushed")
+        assert f"git-commit-{sha[:7]}" not in registry_tags(mfork, "app")
+    finally:
+        subprocess.run(["umount", str(logs)], capture_output=True)
