@@ -28,7 +28,8 @@ def start_cmd(version: str | None, from_release: str | None, no_push: bool, repo
     """Start hotfix/VERSION from the release that runs.
 
     \b
-    The base is --from RELEASE, else the newest release tag reachable from master
+    The base is --from RELEASE, else the release running on the target of stackpatch.toml
+    (read from the stack's labels), else the newest release tag reachable from master
     (by version order). Without VERSION it takes the next free hotfix letter of that
     release: 26.11.1 -> 26.11.1b, then c, d ... A letter is taken when a branch or tag of
     that name exists locally or on the remote (fetched first). After z it refuses: pass
@@ -39,7 +40,17 @@ def start_cmd(version: str | None, from_release: str | None, no_push: bool, repo
     branch (local or remote), a second open hotfix unless `git config gitflow.multi-hotfix true`.
     Records gitflow.branch.hotfix/VERSION.base like git-flow AVH, and pushes with upstream.
     """
-    res = gitflow.start(repo, version, from_release, push=not no_push, progress=ui.step)
+    deployed = None
+    if not from_release:
+        from stackpatch import git
+        from stackpatch.target.discover import deployed_version
+        deployed, why = deployed_version(git.toplevel(repo))
+        if deployed:
+            ui.step(f"deployed release: {deployed} ({why})")
+        elif why.startswith("target unreachable"):
+            ui.warn(f"{why}; starting from the newest release on master instead (or pass --from)")
+    res = gitflow.start(repo, version, from_release, push=not no_push, deployed_version=deployed,
+                        progress=ui.step)
     if as_json:
         ui.emit_json(res)
         return
