@@ -29,8 +29,10 @@ def _env_file(path: Path) -> dict[str, str]:
 
 @pytest.mark.docker
 def test_manual_routine_script_patches_a_sandbox_fork_under_load(request, tmp_path):
+    built: list[str] = []  # images the script builds; removed after the fork's stack is gone (LIFO finalizers)
     try:
         sandbox = request.getfixturevalue("sandbox")
+        request.addfinalizer(lambda: built and subprocess.run(["docker", "image", "rm", *built], capture_output=True))
         fork = request.getfixturevalue("fork")
     except pytest.FixtureLookupError:
         pytest.skip("needs the sandbox fixtures (tests/conftest.py of the sandbox branch)")
@@ -50,6 +52,7 @@ def test_manual_routine_script_patches_a_sandbox_fork_under_load(request, tmp_pa
             "--repo", str(fork.origin_dir), "--ref", "hotfix/26.11.1b", "--version", "26.11.1b",
             "--registry", f"{sandbox.registry}/{sandbox.name}", "--stack", fork.stack,
             "--base-image", sandbox.base_image]
+    built += [f"{sandbox.registry}/{sandbox.name}/{image}:git-commit-{sha[:7]}" for image in ("app", "front")]
     figures = asyncio.run(measure.measure(f"{fork.front_url}/version", argv, tmp_path / "out", "manual_routine",
                                           rate=20, before=1.0, after=2.0, max_duration=600,
                                           env={"REGISTRY_USER": env_user, "REGISTRY_PASSWORD": env_pass}))
