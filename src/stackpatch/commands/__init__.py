@@ -8,3 +8,4 @@ import click
 def register_all(main: click.Group) -> None:
     from stackpatch.commands import config_cmd
     config_cmd.register(main)
+    from stackpatch.commands import deploy_cmd; deploy_cmd.register(main)  # noqa: E702
