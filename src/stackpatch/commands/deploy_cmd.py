@@ -186,7 +186,7 @@ def history_cmd(repo: str, as_json: bool) -> None:
     from rich.table import Table
     t = Table()
     for col in ("run", "op", "who", "when", "from → to", "result", "took"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=col in ("run", "when", "result"))
     for r in rows:
         took = f"{r['ended_at'] - r['started_at']:.0f}s" if r["ended_at"] else "-"
         t.add_row(r["run_id"] + (" *" if r["live"] else ""), r["op"], f"{r['owner']}@{r['host']}",
