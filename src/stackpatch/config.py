@@ -373,6 +373,35 @@ def load(path: str | Path | None = None) -> Config:
     return cfg
 
 
+def load_git_settings(repo_root: str | Path) -> GitConfig | None:
+    """Only the `[git]` table of `<repo_root>/stackpatch.toml`, validated; None when there is no file.
+
+    Commands that need nothing but git (start, finish) use this, so a file whose other sections are
+    incomplete still works for them. Keys the table does not set are listed in `model_fields_set`
+    being absent; callers may fill them from git-flow's own config.
+    """
+    p = Path(repo_root) / CONFIG_NAME
+    if not p.is_file():
+        return None
+    try:
+        raw = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: cannot read: {e}") from None
+    table = raw.get("git", {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{p}: git: must be a table ([git])")
+    try:
+        return GitConfig.model_validate(table)
+    except ValidationError as e:
+        # re-root the error at `git` so the message names `git.<key>` and suggests valid keys
+        e0 = e.errors()[0]
+        fake = ValidationError.from_exception_data(
+            "Config", [{**e0, "loc": ("git", *e0["loc"])}])  # type: ignore[list-item]
+        raise ConfigError(format_validation_error(p, fake)) from None
+
+
 # ---------------------------------------------------------------- reference generation
 
 def _type_name(ann: Any) -> str:

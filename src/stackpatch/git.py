@@ -98,3 +98,45 @@ def config_get(key: str, cwd: str | Path | None = None) -> str | None:
 
 def is_ancestor(a: str, b: str, cwd: str | Path | None = None) -> bool:
     return run("merge-base", "--is-ancestor", a, b, cwd=cwd, check=False).returncode == 0
+
+
+def git_path(name: str, cwd: str | Path) -> Path:
+    """Path of `name` inside the repo's git dir (works in worktrees too)."""
+    p = Path(out("rev-parse", "--git-path", name, cwd=cwd))
+    return p if p.is_absolute() else Path(cwd) / p
+
+
+def tracked_changes(cwd: str | Path | None = None) -> list[str]:
+    """Tracked files with changes, staged or not (untracked files are not listed)."""
+    res = run("status", "--porcelain", "--untracked-files=no", cwd=cwd)
+    return [ln[3:] for ln in res.stdout.splitlines() if ln.strip()]
+
+
+def untracked_files(cwd: str | Path | None = None) -> list[str]:
+    """Untracked files that are not ignored."""
+    return [ln for ln in out("ls-files", "--others", "--exclude-standard", cwd=cwd).splitlines() if ln]
+
+
+def tree_paths(ref: str, cwd: str | Path | None = None) -> set[str]:
+    return set(out("ls-tree", "-r", "--name-only", ref, cwd=cwd).splitlines())
+
+
+def unmerged_files(cwd: str | Path | None = None) -> list[str]:
+    return sorted(set(out("diff", "--name-only", "--diff-filter=U", cwd=cwd).splitlines()))
+
+
+def ref_exists(ref: str, cwd: str | Path | None = None) -> bool:
+    return run("show-ref", "--verify", "--quiet", ref, cwd=cwd, check=False).ok
+
+
+def refs(pattern: str, cwd: str | Path | None = None) -> dict[str, str]:
+    """{full refname: object sha} for refs under `pattern` (e.g. refs/heads/hotfix/)."""
+    res = run("for-each-ref", "--format=%(refname) %(objectname)", pattern, cwd=cwd)
+    return dict(tuple(ln.split(" ", 1)) for ln in res.stdout.splitlines() if ln)  # type: ignore[misc]
+
+
+def ls_remote(remote: str, *patterns: str, cwd: str | Path | None = None) -> dict[str, str]:
+    """{refname: sha} of the remote's refs (one network round trip)."""
+    res = run("ls-remote", remote, *patterns, cwd=cwd, timeout=120)
+    pairs = (ln.split("\t", 1) for ln in res.stdout.splitlines() if "\t" in ln)
+    return {name: sha for sha, name in pairs}

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import importlib
+
 import click
+
+# In the order `stackpatch --help` lists them.
+MODULES = (
+    "config_cmd",
+    "sandbox_cmd",
+    "gitflow_cmd",
+    "deploy_cmd",
+)
 
 
 def register_all(main: click.Group) -> None:
-    from stackpatch.commands import config_cmd
-    config_cmd.register(main)
-    from stackpatch.commands import deploy_cmd; deploy_cmd.register(main)  # noqa: E702
+    for name in MODULES:
+        importlib.import_module(f"stackpatch.commands.{name}").register(main)

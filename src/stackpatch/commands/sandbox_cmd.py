@@ -1,0 +1,99 @@
+"""`stackpatch sandbox up|status|down`: the local world to try stackpatch on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from stackpatch import ui
+
+DIR_HELP = "Sandbox directory (registry storage, credentials, app repo). Default: .sandbox here."
+
+
+def register(main: click.Group) -> None:
+    main.add_command(sandbox_group)
+
+
+@click.group("sandbox")
+def sandbox_group() -> None:
+    """A local world to run the hotfix routine on, built offline.
+
+    \b
+    `up` makes: a private registry with auth (docker-registry on 127.0.0.1, credentials in
+    DIR/registry.env), the engine as a one-node swarm, a base image (mmdebstrap, cached),
+    the example app repo DIR/NAME with a bare origin DIR/NAME-origin.git (git-flow, release
+    26.11.1), and the stack NAME-prod (phpfiles, phpha, web, db) deployed from that release.
+    """
+
+
+@sandbox_group.command("up")
+@click.option("--dir", "dir_", default=".sandbox", show_default=True, type=click.Path(file_okay=False), help=DIR_HELP)
+@click.option("--name", default="acme", show_default=True,
+              help="Name of the example app: repo DIR/NAME, stack NAME-prod, registry namespace NAME.")
+@click.option("--registry-port", type=int, default=None,
+              help="Port of the registry on 127.0.0.1 (first `up` only). Default: a free port.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (same keys as `status --json`).")
+def up_cmd(dir_: str, name: str, registry_port: int | None, as_json: bool) -> None:
+    """Bring the sandbox up. Idempotent: a second run reuses what is there and rebuilds nothing.
+
+    Progress, with timings, goes to stderr. Ends when the stack is at full healthy replicas and
+    the front answers /version with release 26.11.1 and the full sha of its tag.
+    """
+    from stackpatch.sandbox import api
+    info = api.up(Path(dir_), name=name, registry_port=registry_port)
+    if as_json:
+        ui.emit_json(info.to_json())
+        return
+    what = f"built {', '.join(info.built)}" if info.built else "rebuilt nothing"
+    ui.ok(f"sandbox up in {info.seconds:.1f}s ({what}; reused {len(info.reused)} things)")
+    _print(info)
+
+
+@sandbox_group.command("status")
+@click.option("--dir", "dir_", default=".sandbox", show_default=True, type=click.Path(file_okay=False), help=DIR_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON: front_url, registry, registry_env_file, "
+              "app_dir, origin_dir, stack, services {name: image, replicas_running, replicas_desired}, ….")
+def status_cmd(dir_: str, as_json: bool) -> None:
+    """Show what the sandbox runs: front URL, registry, repo, and each service's healthy replicas."""
+    from stackpatch.sandbox import api
+    info = api.status(Path(dir_))
+    if as_json:
+        ui.emit_json(info.to_json())
+        return
+    _print(info)
+
+
+@sandbox_group.command("down")
+@click.option("--dir", "dir_", default=".sandbox", show_default=True, type=click.Path(file_okay=False), help=DIR_HELP)
+@click.option("--all", "all_", is_flag=True, help="Also remove the cached base image (next `up` rebuilds it).")
+def down_cmd(dir_: str, all_: bool) -> None:
+    """Remove the stack (services, volumes, networks), stop the registry, delete what `up` wrote in DIR.
+
+    The cached base image stays unless --all. The swarm is left as it is.
+    """
+    from stackpatch.sandbox import api
+    api.down(Path(dir_), all=all_)
+    ui.ok("sandbox down")
+
+
+def _print(info) -> None:
+    from rich.table import Table
+    o = ui.out
+    o.print(f"front      {info.front_url}   (try: curl {info.front_url}/version)", markup=False)
+    o.print(f"registry   {info.registry}   {'running' if info.registry_running else 'NOT RUNNING'}"
+            f"   credentials: {info.registry_env_file}", markup=False)
+    o.print(f"app repo   {info.app_dir}   origin: {info.origin_dir}", markup=False)
+    o.print(f"config     {info.config_path}", markup=False)
+    o.print(f"release    {info.release} at {info.revision}", markup=False)
+    o.print(f"docker     DOCKER_CONFIG={info.docker_config} (logged in to the registry)", markup=False)
+    t = Table(title=f"stack {info.stack}", title_justify="left")
+    t.add_column("service")
+    t.add_column("replicas")
+    t.add_column("image", overflow="fold")
+    for n, s in info.services.items():
+        ok = s["replicas_running"] >= s["replicas_desired"]
+        t.add_row(n, f"[{'green' if ok else 'red'}]{s['replicas_running']}/{s['replicas_desired']}[/]", s["image"])
+    if not info.services:
+        t.add_row("(none)", "-", "the stack is not deployed: run `stackpatch sandbox up`")
+    o.print(t)

@@ -1,0 +1,434 @@
+"""The sandbox's Python API, used by the CLI and by tests.
+
+    info = up(Path(".sandbox"))          # idempotent; info.report says what was built and reused
+    status(Path(".sandbox"))             # what runs, without changing anything
+    fork(info, tmp, "t-abc12-prod")      # an independent repo + origin + stack for one test
+    remove_stack("t-abc12-prod")
+    down(Path(".sandbox"), all=False)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tarfile
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from stackpatch import git, ui
+from stackpatch.errors import FaultError, UserError
+from stackpatch.sandbox import apprepo, baseimage, engine, stack as stack_mod
+from stackpatch.sandbox.progress import Report, timed
+from stackpatch.sandbox.registry import Registry, free_port, port_is_free
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,29}$")
+STACK_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
+STATE = "state.json"
+SERVICES = ("phpfiles", "phpha", "web", "db")
+IMAGES = {"app": "docker/app/Dockerfile", "front": "docker/front/Dockerfile"}
+# everything up writes into DIR; down removes exactly these
+OWNED = (STATE, "registry", "registry.env", "docker-config", "build")
+
+
+@dataclass
+class State:
+    name: str
+    registry_port: int
+    front_port: int
+    base_image: str = ""
+    release: str = apprepo.RELEASE
+    revision: str = ""
+    images: dict[str, str] = field(default_factory=dict)  # app/front/db -> host/ns/repo:tag@sha256:...
+
+    @property
+    def stack(self) -> str:
+        return f"{self.name}-prod"
+
+    @classmethod
+    def load(cls, dir: Path) -> "State | None":
+        p = dir / STATE
+        if not p.is_file():
+            return None
+        try:
+            return cls(**json.loads(p.read_text()))
+        except (ValueError, TypeError) as e:
+            raise UserError(f"{p} is damaged ({e}): run `stackpatch sandbox down --dir {dir}` and `up` again") from None
+
+    def save(self, dir: Path) -> None:
+        tmp = dir / (STATE + ".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        tmp.replace(dir / STATE)
+
+
+@dataclass
+class SandboxInfo:
+    dir: Path
+    name: str
+    stack: str
+    front_url: str
+    front_port: int
+    registry: str
+    registry_env_file: Path
+    registry_running: bool
+    registry_pid: int | None
+    docker_config: Path
+    app_dir: Path
+    origin_dir: Path
+    config_path: Path
+    base_image: str
+    release: str
+    revision: str
+    images: dict[str, str]
+    services: dict[str, dict[str, Any]]
+    built: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    seconds: float | None = None
+
+    @property
+    def healthy(self) -> bool:
+        return self.registry_running and stack_mod.is_converged(self.services, set(SERVICES))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "front_url": self.front_url,
+            "registry": self.registry,
+            "registry_env_file": str(self.registry_env_file),
+            "app_dir": str(self.app_dir),
+            "origin_dir": str(self.origin_dir),
+            "stack": self.stack,
+            "services": {n: {k: s[k] for k in ("image", "replicas_running", "replicas_desired")}
+                         for n, s in self.services.items()},
+            "name": self.name,
+            "dir": str(self.dir),
+            "config_path": str(self.config_path),
+            "release": self.release,
+            "revision": self.revision,
+            "images": self.images,
+            "base_image": self.base_image,
+            "registry_running": self.registry_running,
+            "docker_config": str(self.docker_config),
+            "healthy": self.healthy,
+            "built": self.built,
+            "reused": self.reused,
+        }
+
+
+@dataclass
+class Fork:
+    app_dir: Path
+    origin_dir: Path
+    stack: str
+    front_url: str
+    front_port: int
+    config_path: Path
+
+
+# ---------------------------------------------------------------- helpers
+
+def _paths(dir: Path, name: str) -> tuple[Path, Path]:
+    return dir / name, dir / f"{name}-origin.git"
+
+
+def _prepare_dir(dir: Path) -> Path:
+    try:
+        dir = dir.expanduser().resolve()
+        dir.mkdir(parents=True, exist_ok=True)
+        probe = dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot use {dir} as the sandbox dir ({e.strerror or e}): pass a writable --dir") from None
+    return dir
+
+
+def _check_name(name: str) -> None:
+    if not NAME_RE.match(name):
+        raise UserError(f"sandbox name {name!r} is not valid: use lowercase letters, digits and '-', starting "
+                        "with a letter, at most 30 characters")
+
+
+def _login(reg: Registry, config_dir: Path) -> None:
+    user, password = reg.credentials()
+    config_dir.mkdir(parents=True, exist_ok=True)
+    engine.cli("login", "--username", user, "--password-stdin", reg.host, config_dir=config_dir,
+               input=password, timeout=60, what=f"docker login {reg.host}")
+
+
+def _deploy_env(st: State, front_port: int) -> dict[str, str]:
+    return {"IMAGE_APP": st.images["app"], "IMAGE_FRONT": st.images["front"], "IMAGE_DB": st.images["db"],
+            "FRONT_PORT": str(front_port), "RELEASE_VERSION": st.release, "RELEASE_REVISION": st.revision}
+
+
+def _pinned(reg: Registry, repo: str, tag: str) -> str | None:
+    digest = reg.manifest_digest(repo, tag)
+    return f"{reg.host}/{repo}:{tag}@{digest}" if digest else None
+
+
+def _build_and_push(reg: Registry, st: State, name: str, origin: Path, dir: Path, config_dir: Path) -> dict[str, str]:
+    """Build app and front from the pushed tag (git archive of the origin), push, return pinned refs."""
+    tag = f"git-commit-{st.revision[:7]}"
+    build_root = dir / "build"
+    build_root.mkdir(exist_ok=True)
+    out: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="src-", dir=build_root) as tmp:
+        src = Path(tmp) / "src"
+        tar = Path(tmp) / "src.tar"
+        git.run("archive", "--format=tar", "-o", str(tar), st.revision, cwd=origin)
+        with tarfile.open(tar) as tf:
+            tf.extractall(src, filter="data")
+        _, buildkit = engine.docker_cli()
+        created = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for image, dockerfile in IMAGES.items():
+            ref = f"{reg.host}/{name}/{image}:{tag}"
+            with timed(f"build {image} image {ref}"):
+                engine.cli("build", "--file", str(src / dockerfile),
+                           "--build-arg", f"BASE_IMAGE={st.base_image}",
+                           "--build-arg", f"REVISION={st.revision}",
+                           "--build-arg", f"VERSION={st.release}",
+                           "--label", f"org.opencontainers.image.revision={st.revision}",
+                           "--label", f"org.opencontainers.image.version={st.release}",
+                           "--label", f"org.opencontainers.image.source={origin}",
+                           "--label", f"org.opencontainers.image.created={created}",
+                           "--tag", ref, str(src),
+                           env={"DOCKER_BUILDKIT": "1" if buildkit else "0"}, config_dir=config_dir,
+                           what=f"building the {image} image")
+            with timed(f"push {ref}"):
+                engine.cli("push", ref, config_dir=config_dir, what=f"docker push {ref}")
+            pinned = _pinned(reg, f"{name}/{image}", tag)
+            if not pinned:
+                raise FaultError(f"the registry does not hold {ref} right after pushing it")
+            out[image] = pinned
+    return out
+
+
+# ---------------------------------------------------------------- up
+
+def up(dir: Path, name: str = "acme", registry_port: int | None = None) -> SandboxInfo:
+    """Bring the sandbox up (idempotent). Progress goes to stderr; the result says what was reused."""
+    _check_name(name)
+    report = Report()
+    c = engine.client()
+    dir = _prepare_dir(Path(dir))
+    st = State.load(dir)
+    if st is not None and st.name != name:
+        raise UserError(f"{dir} holds sandbox {st.name!r}, not {name!r}: pass --name {st.name}, or another --dir")
+    if registry_port is not None and st is not None and registry_port != st.registry_port:
+        raise UserError(f"this sandbox's registry uses port {st.registry_port}: drop --registry-port, or "
+                        "`stackpatch sandbox down` first")
+    if registry_port is not None and not (1024 <= registry_port <= 65535):
+        raise UserError(f"--registry-port {registry_port} is out of range: use a port in 1024-65535")
+    if st is None:
+        st = State(name=name, registry_port=registry_port or free_port(), front_port=free_port())
+    app_dir, origin_dir = _paths(dir, name)
+    config_dir = dir / "docker-config"
+
+    # swarm
+    how = engine.ensure_swarm(c)
+    if how == "reused":
+        report.reuse("the engine's swarm")
+    else:
+        report.did("swarm")
+        ui.ok("made the engine a one-node swarm (advertise 127.0.0.1)")
+
+    # registry
+    reg = Registry(dir, st.registry_port)
+    if reg.ensure_credentials():
+        report.did("registry credentials")
+    if reg.pid() and reg.answers():
+        report.reuse(f"registry on {reg.host} (pid {reg.pid()})")
+    else:
+        with timed(f"start registry on {reg.host} (storage {reg.storage})"):
+            reg.stop()
+            reg.start()
+        report.did("registry")
+    st.save(dir)
+    _login(reg, config_dir)
+    ui.info(f"  [dim]docker login kept in {config_dir} (DOCKER_CONFIG); ~/.docker is untouched[/]")
+
+    # base image
+    st.base_image = baseimage.tag()
+    if baseimage.exists(c):
+        report.reuse(f"base image {st.base_image}")
+    else:
+        with timed(f"build base image {st.base_image} (mmdebstrap {', '.join(baseimage.PACKAGES)})"):
+            baseimage.build(dir / "build")
+        report.did("base image")
+
+    # example repo
+    values = {"REGISTRY": reg.host, "NAME": name, "ENV_FILE": str(reg.env_file), "BASE_IMAGE": st.base_image,
+              "DOCKER_HOST": engine.docker_host(), "STACK": st.stack,
+              "FRONT_URL": f"http://127.0.0.1:{st.front_port}"}
+    if apprepo.is_valid(app_dir, origin_dir):
+        st.revision = git.rev(apprepo.RELEASE, cwd=origin_dir) or ""
+        report.reuse(f"app repo {app_dir} (release {apprepo.RELEASE} at {st.revision[:12]})")
+    else:
+        with timed(f"create app repo {app_dir} with origin {origin_dir}"):
+            st.revision = apprepo.create(app_dir, origin_dir, values)
+        report.did("app repo")
+    st.save(dir)
+
+    # images in the registry
+    tag = f"git-commit-{st.revision[:7]}"
+    have = {img: _pinned(reg, f"{name}/{img}", tag) for img in IMAGES}
+    if all(have.values()):
+        report.reuse(f"images {', '.join(f'{name}/{i}:{tag}' for i in IMAGES)} in the registry")
+        st.images.update({k: v for k, v in have.items() if v})
+    else:
+        st.images.update(_build_and_push(reg, st, name, origin_dir, dir, config_dir))
+        report.did("app images")
+    db_tag = f"base-{baseimage.spec_hash()}"
+    db = _pinned(reg, f"{name}/db", db_tag)
+    if db:
+        report.reuse(f"db image {name}/db:{db_tag} in the registry")
+    else:
+        ref = f"{reg.host}/{name}/db:{db_tag}"
+        with timed(f"push db image {ref}"):
+            engine.cli("tag", st.base_image, ref)
+            engine.cli("push", ref, config_dir=config_dir, what=f"docker push {ref}")
+        db = _pinned(reg, f"{name}/db", db_tag)
+        if not db:
+            raise FaultError(f"the registry does not hold {ref} right after pushing it")
+        report.did("db image")
+    st.images["db"] = db
+    st.save(dir)
+
+    # stack
+    front_url = f"http://127.0.0.1:{st.front_port}"
+    current = stack_mod.states(c, st.stack)
+    expected_images = {"phpfiles": st.images["app"], "phpha": st.images["app"], "web": st.images["front"],
+                       "db": st.images["db"]}
+    same = set(current) == set(SERVICES) and all(current[s]["image"] == expected_images[s] for s in SERVICES)
+    if same and stack_mod.is_converged(current, set(SERVICES)):
+        report.reuse(f"stack {st.stack} (all services at full healthy replicas)")
+    else:
+        if not current and not port_is_free(st.front_port):
+            raise UserError(f"the front port {st.front_port} is taken by another process: free it, or "
+                            "`stackpatch sandbox down` and `up` to pick another")
+        with timed(f"deploy stack {st.stack} from {apprepo.RELEASE} and wait until healthy"):
+            stack_mod.deploy(st.stack, app_dir / "deploy" / "stack.yml", _deploy_env(st, st.front_port), config_dir)
+            stack_mod.wait_healthy(c, st.stack, set(SERVICES))
+        with timed("run migrations in phpfiles"):
+            stack_mod.run_in_service(c, st.stack, "phpfiles", ["python3", "/app/migrate.py"])
+        report.did("stack")
+    got = stack_mod.wait_version(front_url, st.release, st.revision)
+    ui.ok(f"{front_url}/version answers release {got['release']} at {got['revision']}")
+    info = _info(c, dir, st)
+    info.built, info.reused, info.seconds = report.built, report.reused, round(report.elapsed(), 1)
+    return info
+
+
+def _info(c, dir: Path, st: State) -> SandboxInfo:
+    reg = Registry(dir, st.registry_port)
+    app_dir, origin_dir = _paths(dir, st.name)
+    pid = reg.pid()
+    return SandboxInfo(
+        dir=dir, name=st.name, stack=st.stack, front_url=f"http://127.0.0.1:{st.front_port}",
+        front_port=st.front_port, registry=reg.host, registry_env_file=reg.env_file,
+        registry_running=bool(pid), registry_pid=pid, docker_config=dir / "docker-config",
+        app_dir=app_dir, origin_dir=origin_dir, config_path=app_dir / "stackpatch.toml",
+        base_image=st.base_image, release=st.release, revision=st.revision, images=dict(st.images),
+        services=stack_mod.states(c, st.stack) if c is not None else {})
+
+
+def _load(dir: Path) -> tuple[Path, State]:
+    dir = Path(dir).expanduser().resolve()
+    st = State.load(dir) if dir.is_dir() else None
+    if st is None:
+        raise UserError(f"no sandbox in {dir}: run `stackpatch sandbox up --dir {dir}` first")
+    return dir, st
+
+
+def status(dir: Path) -> SandboxInfo:
+    dir, st = _load(dir)
+    return _info(engine.client(), dir, st)
+
+
+# ---------------------------------------------------------------- down
+
+def down(dir: Path, all: bool = False) -> dict[str, Any]:
+    """Remove the stack (services, volumes, networks), stop the registry, remove what up wrote in DIR.
+    The base image stays cached unless all."""
+    dir = Path(dir).expanduser().resolve()
+    st = State.load(dir) if dir.is_dir() else None
+    c = engine.client()
+    done: dict[str, Any] = {"stack": None, "registry_stopped": False, "files": [], "base_image_removed": False}
+    if st is not None:
+        with timed(f"remove stack {st.stack} with its volumes and networks"):
+            done["stack"] = {"name": st.stack, **stack_mod.remove(c, st.stack)}
+        reg = Registry(dir, st.registry_port)
+        done["registry_stopped"] = reg.stop()
+        if done["registry_stopped"]:
+            ui.ok(f"stopped the registry on {reg.host}")
+        for ref in st.images.values():  # local tags of the images built/pushed for this sandbox
+            try:
+                c.images.remove(ref.split("@", 1)[0], noprune=False)
+            except Exception:  # noqa: BLE001 - already gone or still used: nothing to undo
+                pass
+        app_dir, origin_dir = _paths(dir, st.name)
+        for p in (app_dir, origin_dir):
+            if p.exists():
+                shutil.rmtree(p)
+                done["files"].append(str(p))
+    elif not all:
+        ui.warn(f"no sandbox in {dir}: nothing to remove")
+    if dir.is_dir():
+        for rel in OWNED:
+            p = dir / rel
+            if p.is_dir():
+                shutil.rmtree(p)
+                done["files"].append(str(p))
+            elif p.exists():
+                p.unlink()
+                done["files"].append(str(p))
+        try:
+            dir.rmdir()  # only when empty: never remove what we did not write
+        except OSError:
+            pass
+    if all:
+        done["base_image_removed"] = baseimage.remove(c)
+        if done["base_image_removed"]:
+            ui.ok(f"removed base image {baseimage.tag()}")
+    return done
+
+
+# ---------------------------------------------------------------- fork and remove_stack
+
+def fork(info: SandboxInfo, dst: Path, stack: str, timeout: float = 180) -> Fork:
+    """An independent copy for one test: new bare origin + clone (same history and tags) under dst, its
+    stackpatch.toml rewritten for `stack` and a new free front port (the edit is hidden from `git status`
+    with `git update-index --skip-worktree`, the committed file is unchanged), and `stack` deployed from
+    the already pushed release images, healthy and migrated."""
+    if not STACK_RE.match(stack):
+        raise UserError(f"stack name {stack!r} is not valid: letters, digits, '_', '.', '-'")
+    c = engine.client()
+    dst = Path(dst).resolve()
+    dst.mkdir(parents=True, exist_ok=True)
+    app, origin = apprepo.clone(info.origin_dir, dst)
+    port = free_port()
+    front_url = f"http://127.0.0.1:{port}"
+    cfg = app / "stackpatch.toml"
+    text = cfg.read_text()
+    text = re.sub(r'(?m)^stack = ".*"$', f'stack = "{stack}"', text, count=1)
+    text = re.sub(r'(?m)^front_url = ".*"$', f'front_url = "{front_url}"', text, count=1)
+    cfg.write_text(text)
+    git.run("update-index", "--skip-worktree", "stackpatch.toml", cwd=app)
+    st = State(name=info.name, registry_port=int(info.registry.rsplit(":", 1)[1]), front_port=port,
+               base_image=info.base_image, release=info.release, revision=info.revision, images=dict(info.images))
+    t0 = time.monotonic()
+    stack_mod.deploy(stack, app / "deploy" / "stack.yml", _deploy_env(st, port), info.docker_config)
+    stack_mod.wait_healthy(c, stack, set(SERVICES), timeout=timeout)
+    stack_mod.run_in_service(c, stack, "phpfiles", ["python3", "/app/migrate.py"])
+    stack_mod.wait_version(front_url, info.release, info.revision)
+    ui.ok(f"fork {stack} is up at {front_url} ({time.monotonic() - t0:.1f}s)")
+    return Fork(app_dir=app, origin_dir=origin, stack=stack, front_url=front_url, front_port=port, config_path=cfg)
+
+
+def remove_stack(stack: str, timeout: float = 120) -> dict[str, int]:
+    """Remove a stack and its volumes and networks, waiting for its tasks to stop first."""
+    return stack_mod.remove(engine.client(), stack, timeout=timeout)

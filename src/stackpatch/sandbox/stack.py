@@ -1,0 +1,170 @@
+"""Deploy a stack from its compose file, wait until every service is at full healthy replicas,
+run the migrations in the canary, and remove a stack with its volumes and networks."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import docker
+from docker.errors import APIError, NotFound
+
+from stackpatch import ui
+from stackpatch.errors import FaultError
+from stackpatch.sandbox import engine
+
+NS = "com.docker.stack.namespace"
+
+
+def deploy(stack: str, stack_file: Path, env: dict[str, str], config_dir: Path) -> None:
+    engine.cli("stack", "deploy", "--with-registry-auth", "--prune", "-c", str(stack_file), stack,
+               config_dir=config_dir, env=env, cwd=stack_file.parent, what=f"docker stack deploy {stack}")
+
+
+def services(c: docker.DockerClient, stack: str) -> list[Any]:
+    return c.services.list(filters={"label": f"{NS}={stack}"})
+
+
+def _healthy(c: docker.DockerClient, task: dict) -> bool:
+    if task.get("Status", {}).get("State") != "running":
+        return False
+    cid = task.get("Status", {}).get("ContainerStatus", {}).get("ContainerID")
+    if not cid:
+        return False
+    try:
+        state = c.api.inspect_container(cid)["State"]
+    except NotFound:
+        return False
+    health = state.get("Health")
+    return state.get("Running", False) and (health is None or health.get("Status") == "healthy")
+
+
+def service_state(c: docker.DockerClient, svc: Any) -> dict[str, Any]:
+    """{'image', 'replicas_running' (running and healthy), 'replicas_desired', 'error'} of one service."""
+    spec = svc.attrs["Spec"]
+    desired = spec.get("Mode", {}).get("Replicated", {}).get("Replicas", 1)
+    image = spec["TaskTemplate"]["ContainerSpec"]["Image"]
+    running = 0
+    error = ""
+    for t in c.api.tasks(filters={"service": svc.id}):
+        if t.get("DesiredState") != "running":
+            if t.get("Status", {}).get("Err") and not error:
+                error = t["Status"]["Err"]
+            continue
+        if t.get("Spec", {}).get("ContainerSpec", {}).get("Image") != image:
+            continue
+        if _healthy(c, t):
+            running += 1
+    return {"image": image, "replicas_running": running, "replicas_desired": desired, "error": error}
+
+
+def states(c: docker.DockerClient, stack: str) -> dict[str, dict[str, Any]]:
+    prefix = f"{stack}_"
+    out = {}
+    for svc in sorted(services(c, stack), key=lambda s: s.name):
+        out[svc.name.removeprefix(prefix)] = service_state(c, svc)
+    return out
+
+
+def is_converged(st: dict[str, dict[str, Any]], expected: set[str]) -> bool:
+    return set(st) >= expected and all(s["replicas_running"] >= s["replicas_desired"] for s in st.values())
+
+
+def wait_healthy(c: docker.DockerClient, stack: str, expected: set[str], timeout: float = 240) -> None:
+    deadline = time.monotonic() + timeout
+    last = ""
+    t0 = time.monotonic()
+    while True:
+        st = states(c, stack)
+        line = ", ".join(f"{n} {s['replicas_running']}/{s['replicas_desired']}" for n, s in st.items())
+        if is_converged(st, expected):
+            return
+        if line != last:
+            ui.info(f"  [dim]{time.monotonic() - t0:5.1f}s[/] {stack}: {line or 'no services yet'}")
+            last = line
+        if time.monotonic() > deadline:
+            errs = "; ".join(f"{n}: {s['error']}" for n, s in st.items() if s["error"])
+            raise FaultError(f"stack {stack} did not reach full healthy replicas within {timeout:.0f}s "
+                             f"({line}){': ' + errs if errs else ''}: see `docker stack ps {stack} --no-trunc`")
+        time.sleep(0.5)
+
+
+def run_in_service(c: docker.DockerClient, stack: str, service: str, argv: list[str]) -> str:
+    """Run argv once in a running task of stack_service (this one-node swarm's local container)."""
+    name = f"{stack}_{service}"
+    containers = c.containers.list(filters={"label": f"com.docker.swarm.service.name={name}", "status": "running"})
+    if not containers:
+        raise FaultError(f"no running container of {name} to run {' '.join(argv)} in")
+    res = containers[0].exec_run(argv, demux=False)
+    out = res.output.decode(errors="replace") if res.output else ""
+    if res.exit_code != 0:
+        last = [ln for ln in out.strip().splitlines() if ln.strip()][-1:] or ["no output"]
+        raise FaultError(f"`{' '.join(argv)}` in {name} exited {res.exit_code}: {last[0]}")
+    return out
+
+
+def fetch_json(url: str, timeout: float = 2) -> dict:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return json.loads(resp.read().decode())
+
+
+def wait_version(front_url: str, release: str, revision: str, timeout: float = 60) -> dict:
+    """Poll front_url/version until it names release and revision."""
+    deadline = time.monotonic() + timeout
+    got: Any = None
+    while time.monotonic() < deadline:
+        try:
+            got = fetch_json(f"{front_url}/version")
+            if got.get("release") == release and got.get("revision") == revision:
+                return got
+        except (OSError, ValueError, urllib.error.URLError) as e:
+            got = f"{type(e).__name__}: {e}"
+        time.sleep(0.3)
+    raise FaultError(f"{front_url}/version does not answer release {release} at {revision[:12]} "
+                     f"within {timeout:.0f}s (last answer: {str(got)[:200]})")
+
+
+def remove(c: docker.DockerClient, stack: str, timeout: float = 120) -> dict[str, int]:
+    """Remove the stack's services, wait until their containers are gone, then its volumes and networks."""
+    removed = {"services": 0, "volumes": 0, "networks": 0}
+    for svc in services(c, stack):
+        try:
+            svc.remove()
+            removed["services"] += 1
+        except NotFound:
+            pass
+    deadline = time.monotonic() + timeout
+    flt = {"label": f"{NS}={stack}"}
+    while c.containers.list(all=True, filters=flt):
+        if time.monotonic() > deadline:
+            raise FaultError(f"the containers of stack {stack} did not stop within {timeout:.0f}s")
+        time.sleep(0.25)
+    for vol in c.volumes.list(filters=flt):
+        while True:
+            try:
+                vol.remove()
+                removed["volumes"] += 1
+                break
+            except NotFound:
+                break
+            except APIError as e:
+                if time.monotonic() > deadline:
+                    raise FaultError(f"cannot remove volume {vol.name}: {e.explanation or e}") from None
+                time.sleep(0.25)  # the engine releases the volume a moment after the container goes
+    for net in c.networks.list(filters=flt):
+        while True:
+            try:
+                net.remove()
+                removed["networks"] += 1
+                break
+            except NotFound:
+                break
+            except APIError as e:
+                if time.monotonic() > deadline:
+                    raise FaultError(f"cannot remove network {net.name}: {e.explanation or e}") from None
+                time.sleep(0.25)
+    return removed

@@ -1,0 +1,1 @@
+ALTER TABLE files ADD COLUMN size bigint NOT NULL DEFAULT 0;
