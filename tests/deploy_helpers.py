@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,7 +86,11 @@ def journal_records(app_dir: Path) -> list[dict]:
     return J.read_records(runs[-1]) if runs else []
 
 
-def last_intent(app_dir: Path) -> str | None:
+def last_intent(app_dir: Path, run_no: int = 0) -> str | None:
+    """The newest step intent of the newest run, once there are more than `run_no` runs."""
+    from stackpatch.release import journal as J
+    if len(list(J.runs_dir(app_dir).glob("*.jsonl"))) <= run_no:
+        return None
     steps = [r["step"] for r in journal_records(app_dir) if r.get("kind") == "intent" and not r.get("undo")]
     return steps[-1] if steps else None
 
@@ -130,6 +135,9 @@ class RequestLoop:
                 with urllib.request.urlopen(self.url + "/version", timeout=10) as r:
                     rev = json.loads(r.read()).get("revision")
                     self.samples.append(Sample(t, r.status == 200, rev, None))
+            except urllib.error.HTTPError as e:
+                body = e.read().decode(errors="replace").strip()[:200]
+                self.samples.append(Sample(t, False, None, f"HTTP {e.code}: {body}"))
             except Exception as e:  # noqa: BLE001 - every failure is recorded, never hidden
                 self.samples.append(Sample(t, False, None, f"{type(e).__name__}: {e}"))
             k += 1
@@ -223,6 +231,10 @@ class Relay:
 
     def cut(self) -> None:
         if self._srv:
+            try:
+                self._srv.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() alone does not
+            except OSError:
+                pass
             self._srv.close()
             self._srv = None
         with self._lock:
@@ -233,3 +245,71 @@ class Relay:
                 except OSError:
                     pass
             self._conns.clear()
+
+
+# ------------------------------------------------------------------ releases shared by the whole session
+
+_RELEASES: dict[tuple[str, str], Release] = {}
+_WORK: dict[str, Path] = {}
+
+
+def _edit_good(app: Path) -> None:
+    p = app / "app" / "server.py"
+    p.write_text(p.read_text() + "# hotfix: a one-line change\n")
+
+
+def _edit_crash(app: Path) -> None:
+    p = app / "app" / "server.py"
+    text = p.read_text()
+    assert text.rstrip().endswith("main()")
+    p.write_text(text.rstrip()[: -len("main()")] + "raise SystemExit(3)  # a broken hotfix: the app cannot start\n")
+
+
+def _edit_bad_migration(app: Path) -> None:
+    (app / "migrations" / "003_broken.sql").write_text("ALTER TABLE no_such_table ADD COLUMN x int;\n")
+
+
+EDITS = {"good": ("b", _edit_good), "crash": ("c", _edit_crash), "badmig": ("d", _edit_bad_migration)}
+
+
+def release(info, kind: str) -> Release:
+    """A release of the sandbox app (built and pushed once per session): good, crash or badmig."""
+    key = (info.name, kind)
+    if key not in _RELEASES:
+        import tempfile
+        work = _WORK.setdefault(info.name, Path(tempfile.mkdtemp(prefix="stackpatch-test-releases-")))
+        letter, edit = EDITS[kind]
+        _RELEASES[key] = make_release(info, work, f"{info.release}{letter}", edit)
+    return _RELEASES[key]
+
+
+def services_json(app_dir: Path) -> dict:
+    r = cli("status", "--repo", str(app_dir), "--json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def images_now(app_dir: Path) -> dict[str, str]:
+    return {n: s["image"] for n, s in services_json(app_dir)["services"].items() if s["managed"]}
+
+
+def drop_lock(stack: str) -> None:
+    """Test teardown: remove the lock config object of a test's own stack, if a test left it, then the
+    stack itself (retrying: listing containers while the engine removes them can answer 404)."""
+    from docker.errors import APIError
+    from stackpatch.sandbox import api
+    from stackpatch.target import lock, rollout
+    client = rollout.connect("unix:///var/run/docker.sock")
+    for c in client.api.configs(filters={"name": lock.lock_name(stack)}):
+        client.api.remove_config(c["ID"])
+    for attempt in range(4):
+        try:
+            api.remove_stack(stack)
+            return
+        except APIError:
+            time.sleep(1)
+
+
+def lock_of(stack: str):
+    from stackpatch.target import lock, rollout
+    return lock.read(rollout.connect("unix:///var/run/docker.sock"), stack)

@@ -8,6 +8,8 @@ import time
 
 import pytest
 
+from tests.fakes.cloudflare import FakeCloudflare
+
 from deploy_helpers import cli, drop_lock, lock_of, release, services_json, version_of, write_release
 
 pytestmark = pytest.mark.docker
@@ -21,18 +23,39 @@ def dfork(fork):
         drop_lock(fork.stack)
 
 
-def test_deploy_then_status_history_and_rollback_to_the_recorded_release(sandbox, dfork, tmp_path):
+def test_deploy_then_status_history_purge_and_rollback_to_the_recorded_release(sandbox, dfork, tmp_path):
     rel = release(sandbox, "good")
     repo = str(dfork.app_dir)
     before = services_json(dfork.app_dir)["services"]
-    t0 = time.monotonic()
-    r = cli("deploy", "--repo", repo, "--release", str(write_release(rel, tmp_path / "r.json")), "--yes", "--json")
-    deploy_s = time.monotonic() - t0
-    assert r.returncode == 0, r.stderr
-    res = json.loads(r.stdout)
-    assert res["state"] == "deployed" and res["version"] == rel.version and res["from_version"] == sandbox.release
+    cf = FakeCloudflare().start()
+    try:
+        with (dfork.app_dir / "stackpatch.toml").open("a") as f:  # skip-worktree: the commit is unchanged
+            f.write(f'\n[cdn]\nzone = "{cf.zone}"\napi_url = "{cf.api_url}"\ntoken_env = "SP_TEST_CF_TOKEN"\n'
+                    'retries = 1\n')
+        t0 = time.monotonic()
+        # a wrong token: Cloudflare answers 401; the release is deployed all the same, the purge is not
+        r = cli("deploy", "--repo", repo, "--release", str(write_release(rel, tmp_path / "r.json")), "--yes",
+                "--json", env={"SP_TEST_CF_TOKEN": "wrong-token-value"})
+        deploy_s = time.monotonic() - t0
+        assert r.returncode == 0, r.stderr
+        deploy_err = r.stderr
+        res = json.loads(r.stdout)
+        assert res["state"] == "deployed-purge-failed", res
+        assert "401" in res["purge_error"] or "uthentication" in res["purge_error"], res["purge_error"]
+        assert cf.accepted == []
+        r = cli("purge", "--repo", repo, "--json", env={"SP_TEST_CF_TOKEN": cf.token})
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["state"] == "deployed"
+        assert cf.accepted == [{"purge_everything": True}]
+        r = cli("purge", "--repo", repo, env={"SP_TEST_CF_TOKEN": cf.token})
+        assert r.returncode == 2 and "nothing to retry" in r.stderr  # only a failed purge is retried
+    finally:
+        cf.stop()
+    journal = "".join(p.read_text() for p in (dfork.app_dir / ".stackpatch" / "runs").glob("*.jsonl"))
+    assert cf.token not in journal and "wrong-token-value" not in journal
+    assert res["version"] == rel.version and res["from_version"] == sandbox.release
     assert list(res["timings"])[:3] == ["update:phpfiles", "gate:canary", "migrate"]
-    assert "migrate: schema public is up to date" in r.stderr or "applied" in r.stderr  # streamed output
+    assert "│ migrate: schema public" in deploy_err  # the release command's output, streamed
 
     st = services_json(dfork.app_dir)
     for name, img in (("phpfiles", "app"), ("phpha", "app"), ("web", "front")):
@@ -44,7 +67,8 @@ def test_deploy_then_status_history_and_rollback_to_the_recorded_release(sandbox
         assert s["replicas"]["running"] == s["replicas"]["desired"]
     assert st["services"]["db"]["image"] == before["db"]["image"]  # not managed: untouched
     assert st["lock"] is None and st["last_run"]["state"] == "deployed"
-    assert version_of(dfork.front_url) == {"release": rel.version, "revision": rel.revision}
+    v = version_of(dfork.front_url)
+    assert (v["release"], v["revision"]) == (rel.version, rel.revision)
 
     from stackpatch.release import history
     assert history.shipped(dfork.app_dir, rel.version) is True

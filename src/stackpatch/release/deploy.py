@@ -53,7 +53,9 @@ def _lock_info(cfg, run_id: str, version: str) -> LockInfo:
 def _purger(cfg, progress: Progress) -> Callable[[], Any]:
     def go():
         from stackpatch import cdn
-        return cdn.purge(cfg.cdn, env=os.environ, progress=progress)
+        progress(f"CDN purge ({cfg.cdn.provider}, {cfg.cdn.purge}) …")
+        return cdn.purge(cfg.cdn, env=os.environ,
+                         progress=lambda done, total: progress(f"CDN purge: {done}/{total} requests accepted"))
     return go
 
 
@@ -63,6 +65,40 @@ def _refuse_if_unfinished(cfg) -> None:
         where = f" at step {v.last_step}" if v.last_step else ""
         raise UserError(f"run {v.run_id} on stack {cfg.target.stack} did not finish ({v.state}{where}): "
                         "`stackpatch resume` continues it or `stackpatch abort` restores the previous images")
+
+
+def _lock_then_check_unfinished(cfg, client, info: LockInfo) -> None:
+    """Take the lock first (another machine's run is refused by it, naming the holder); a lock held by
+    this repo's own unfinished run, or an unfinished run found after taking it, is refused with what
+    to do (`resume` or `abort`)."""
+    stack = cfg.target.stack
+    try:
+        lock_mod.acquire(client, stack, info)
+    except lock_mod.LockHeld:
+        v = history.unfinished(repo_root(cfg), stack)
+        holder = lock_mod.read(client, stack)
+        if v is not None and holder is not None and holder.run_id == v.run_id and not _alive(holder):
+            _refuse_if_unfinished(cfg)
+        raise
+    try:
+        _refuse_if_unfinished(cfg)
+    except UserError:
+        lock_mod.release(client, stack, info.run_id)
+        raise
+
+
+def _alive(holder: LockInfo) -> bool:
+    """The holder's process still runs (only knowable on the same host)."""
+    import socket
+    if holder.host != socket.gethostname():
+        return True
+    try:
+        os.kill(holder.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _start_record(cfg, *, run_id: str, op: str, version: str | None, revision: str | None,
@@ -97,9 +133,8 @@ def deploy(cfg, release: Release, *, yes: bool, pause: bool, progress: Progress 
                         "run it interactively or pass --yes to skip the pause")
     stack = cfg.target.stack
     client = rollout.connect_target(cfg.target)
-    _refuse_if_unfinished(cfg)
     run_id = J.new_run_id()
-    lock_mod.acquire(client, stack, _lock_info(cfg, run_id, release.version))
+    _lock_then_check_unfinished(cfg, client, _lock_info(cfg, run_id, release.version))
     try:
         services = rollout.read_stack(client, stack)
         steps = plan_deploy(cfg, release, services, run_id, pause=pause)
@@ -121,6 +156,10 @@ def deploy(cfg, release: Release, *, yes: bool, pause: bool, progress: Progress 
 # ------------------------------------------------------------------ resume / abort
 
 def _take_over(cfg, client, v: J.RunView) -> None:
+    holder = lock_mod.read(client, cfg.target.stack)
+    if holder is not None and holder.run_id == v.run_id and _alive(holder):
+        raise UserError(f"run {v.run_id} is still running (pid {holder.pid} on {holder.host}): wait for it, "
+                        "or stop it with Ctrl-C (it rolls back)")
     lock_mod.acquire(client, cfg.target.stack, _lock_info(cfg, v.run_id, v.version or "?"), take_over_run=True)
 
 
@@ -194,9 +233,8 @@ def rollback(cfg, *, to: str | None = None, progress: Progress | None = None) ->
     stack = cfg.target.stack
     images, version, revision = history.rollback_source(root, stack, to)
     client = rollout.connect_target(cfg.target)
-    _refuse_if_unfinished(cfg)
     run_id = J.new_run_id()
-    lock_mod.acquire(client, stack, _lock_info(cfg, run_id, version or "?"))
+    _lock_then_check_unfinished(cfg, client, _lock_info(cfg, run_id, version or "?"))
     try:
         services = rollout.read_stack(client, stack)
         images = {s: img for s, img in images.items() if s in cfg.target.services}

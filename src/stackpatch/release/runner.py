@@ -193,7 +193,7 @@ def do_migrate(ctx: Context, step: dict) -> None:
                  + (f" ({', '.join(f'{k}={v}' for k, v in step['env'].items())})" if step["env"] else ""))
     code = rollout.run_once(ctx.client, step["full_name"], step["image"], step["command"], step["env"],
                             step.get("timeout", 600), lambda ln: ctx.progress(f"  │ {ln}"), name,
-                            ctx.registry_auth, stop=ctx.guard.check)
+                            ctx.registry_auth, stop=None)  # never killed mid-migration: a signal acts after it
     if code != 0:
         raise FaultError(f"the release command `{' '.join(step['command'])}` exited {code}")
 
@@ -313,7 +313,8 @@ def run_purge(ctx: Context, res: RunResult) -> None:
         return
     res.timings["purge"] = time.monotonic() - t0
     jr.append("result", step="purge", ok=True, seconds=round(res.timings["purge"], 3),
-              detail=str(detail)[:500] if detail is not None else None)
+              detail=detail.to_json() if hasattr(detail, "to_json") else None)
+    ctx.progress("CDN purge: ok")
     jr.append("state", state=J.DEPLOYED, detail="purged")
     res.state = J.DEPLOYED
 

@@ -367,8 +367,19 @@ def run_once(client: docker.DockerClient, template_service: str, image_ref: str,
     try:
         return _follow_job(client, job_id, timeout, output, stop)
     finally:
+        _remove_job(client, job_id)
+
+
+def _remove_job(client, job_id: str) -> None:
+    """Remove the job service AND its finished containers: Swarm leaves a completed job's containers
+    behind (they would keep the stack's networks and volumes busy)."""
+    try:
+        client.api.remove_service(job_id)
+    except (APIError, DockerException):
+        pass
+    for c in client.api.containers(all=True, filters={"label": f"com.docker.swarm.service.id={job_id}"}):
         try:
-            client.api.remove_service(job_id)
+            client.api.remove_container(c["Id"], force=True)
         except (APIError, DockerException):
             pass
 
