@@ -183,15 +183,11 @@ def history_cmd(repo: str, as_json: bool) -> None:
     if not rows:
         ui.out.print("no runs recorded yet", markup=False)
         return
-    from rich.table import Table
-    t = Table()
-    for col in ("run", "op", "who", "when", "from → to", "result", "took"):
-        t.add_column(col, no_wrap=col in ("run", "when", "result"))
-    for r in rows:
+    for r in rows:  # one line per run: greppable, never wrapped into a table
         took = f"{r['ended_at'] - r['started_at']:.0f}s" if r["ended_at"] else "-"
-        t.add_row(r["run_id"] + (" *" if r["live"] else ""), r["op"], f"{r['owner']}@{r['host']}",
-                  _ts(r["started_at"]), f"{r['from_version'] or '?'} → {r['version'] or '?'}", r["state"], took)
-    ui.out.print(t)
+        ui.out.print(f"{r['run_id']}{' *' if r['live'] else '  '} {r['op']:<8} "
+                     f"{(r['from_version'] or '?') + ' → ' + (r['version'] or '?'):<22} {r['state']:<22} "
+                     f"{took:>5}  {_ts(r['started_at'])}  {r['owner']}@{r['host']}", markup=False)
     if live:
         ui.out.print("* live on the target (its service labels name this run)", markup=False)
 
