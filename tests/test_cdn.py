@@ -144,6 +144,13 @@ def test_500_forever_fails_after_the_retries(fake_cloudflare):
     assert "HTTP 503 after 4 attempts" in str(e.value) and "0 of 1 tags purged" in str(e.value)
 
 
+def test_a_dropped_connection_is_retried(fake_cloudflare):
+    fake_cloudflare.fail_next(2, status=0)  # the server closes without answering
+    result = purger(fake_cloudflare, sleep=Waits()).purge("everything")
+    assert result.ok and result.retries == 2
+    assert [s.status for s in fake_cloudflare.seen] == [0, 0, 200]
+
+
 def test_a_later_batch_failing_reports_what_was_purged(fake_cloudflare):
     fake_cloudflare.fail_next(1, status=403, after=1,
                               errors=[{"code": 10000, "message": "Authentication error"}])

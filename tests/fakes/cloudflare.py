@@ -68,7 +68,8 @@ class FakeCloudflare:
     def fail_next(self, n: int, status: int = 429, retry_after: float | int | str | None = None,
                   errors: list[dict] | None = None, after: int = 0) -> None:
         """Answer the next n requests (after the token check) with `status`, once `after` requests
-        have been let through. Scripts queue: each starts when the one before it is used up."""
+        have been let through; status 0 closes the connection without answering. Scripts queue: each
+        starts when the one before it is used up."""
         ra = None if retry_after is None else str(retry_after)
         if errors is None:
             errors = ([{"code": 971, "message": "Please wait and consider throttling your request speed"}]
@@ -161,6 +162,11 @@ class FakeCloudflare:
                 fault = None
             elif fault is not None:
                 fault.remaining -= 1
+        if fault is not None and fault.status == 0:
+            with self._lock:
+                self.seen.append(Seen(h.path, 0, body, authorized))
+            h.close_connection = True
+            return
         if fault is not None:
             hdrs = {"Retry-After": fault.retry_after} if fault.retry_after is not None else None
             return answer(fault.status, errors=fault.errors, headers=hdrs)

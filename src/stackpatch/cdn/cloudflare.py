@@ -11,6 +11,7 @@ Standard library only (urllib.request): no runtime dependency for one POST.
 from __future__ import annotations
 
 import email.utils
+import http.client
 import ipaddress
 import json
 import logging
@@ -159,9 +160,9 @@ class CloudflarePurger:
             status, headers = e.code, e.headers
             try:
                 raw = e.read()
-            except OSError:
+            except (OSError, http.client.HTTPException):
                 raw = b""
-        except (urllib.error.URLError, OSError, TimeoutError) as e:
+        except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException) as e:
             reason = getattr(e, "reason", e)
             return None, None, None, self._redact(f"no answer from {self.api_url} ({reason})")
         try:

@@ -12,6 +12,7 @@ MODULES = (
     "sandbox_cmd",
     "gitflow_cmd",
     "deploy_cmd",
+    "ship_cmd",
 )
 
 

@@ -47,7 +47,8 @@ def up_cmd(dir_: str, name: str, registry_port: int | None, as_json: bool) -> No
         return
     what = f"built {', '.join(info.built)}" if info.built else "rebuilt nothing"
     ui.ok(f"sandbox up in {info.seconds:.1f}s ({what}; reused {len(info.reused)} things)")
-    _print(info)
+    ui.out.print(f"front {info.front_url} serves {info.release} ({info.revision}); stack {info.stack}; "
+                 f"app repo {info.app_dir}; details: stackpatch sandbox status --dir {info.dir}", markup=False)
 
 
 @sandbox_group.command("status")

@@ -214,8 +214,8 @@ def up(dir: Path, name: str = "acme", registry_port: int | None = None) -> Sandb
     _check_name(name)
     report = Report()
     c = engine.client()
-    dir = _prepare_dir(Path(dir))
-    st = State.load(dir)
+    dir = Path(dir).expanduser().absolute()
+    st = State.load(dir) if dir.is_dir() else None
     if st is not None and st.name != name:
         raise UserError(f"{dir} holds sandbox {st.name!r}, not {name!r}: pass --name {st.name}, or another --dir")
     if registry_port is not None and st is not None and registry_port != st.registry_port:
@@ -223,6 +223,10 @@ def up(dir: Path, name: str = "acme", registry_port: int | None = None) -> Sandb
                         "`stackpatch sandbox down` first")
     if registry_port is not None and not (1024 <= registry_port <= 65535):
         raise UserError(f"--registry-port {registry_port} is out of range: use a port in 1024-65535")
+    if registry_port is not None and st is None and not port_is_free(registry_port):
+        raise UserError(f"--registry-port {registry_port}: the port is taken on 127.0.0.1 by another process: "
+                        "choose a free port, or leave the option out to get one")
+    dir = _prepare_dir(dir)  # nothing is written before the checks above pass
     if st is None:
         st = State(name=name, registry_port=registry_port or free_port(), front_port=free_port())
     app_dir, origin_dir = _paths(dir, name)
@@ -301,6 +305,10 @@ def up(dir: Path, name: str = "acme", registry_port: int | None = None) -> Sandb
     # stack
     front_url = f"http://127.0.0.1:{st.front_port}"
     current = stack_mod.states(c, st.stack)
+    foreign = [n for n, s in current.items() if not s["image"].startswith(f"{reg.host}/")]
+    if foreign:
+        raise UserError(f"stack {st.stack} already runs on this engine and is not this sandbox's (its {foreign[0]} "
+                        f"image is not from {reg.host}): pass another --name, or remove that stack")
     expected_images = {"phpfiles": st.images["app"], "phpha": st.images["app"], "web": st.images["front"],
                        "db": st.images["db"]}
     same = set(current) == set(SERVICES) and all(current[s]["image"] == expected_images[s] for s in SERVICES)
@@ -356,11 +364,18 @@ def down(dir: Path, all: bool = False) -> dict[str, Any]:
     The base image stays cached unless all."""
     dir = Path(dir).expanduser().resolve()
     st = State.load(dir) if dir.is_dir() else None
+    if st is None and not all:
+        ui.warn(f"no sandbox in {dir}: nothing to remove")
+        return {"stack": None, "registry_stopped": False, "files": [], "base_image_removed": False}
     c = engine.client()
     done: dict[str, Any] = {"stack": None, "registry_stopped": False, "files": [], "base_image_removed": False}
+    errors: list[str] = []
     if st is not None:
-        with timed(f"remove stack {st.stack} with its volumes and networks"):
-            done["stack"] = {"name": st.stack, **stack_mod.remove(c, st.stack)}
+        try:
+            with timed(f"remove stack {st.stack} with its volumes and networks"):
+                done["stack"] = {"name": st.stack, **stack_mod.remove(c, st.stack)}
+        except FaultError as e:  # go on: the registry and the files must still go
+            errors.append(str(e))
         reg = Registry(dir, st.registry_port)
         done["registry_stopped"] = reg.stop()
         if done["registry_stopped"]:
@@ -370,13 +385,13 @@ def down(dir: Path, all: bool = False) -> dict[str, Any]:
                 c.images.remove(ref.split("@", 1)[0], noprune=False)
             except Exception:  # noqa: BLE001 - already gone or still used: nothing to undo
                 pass
+        if errors:  # keep the state so that `down` can be run again
+            raise FaultError(f"sandbox down stopped the registry but: {errors[0]}: run `stackpatch sandbox down` again")
         app_dir, origin_dir = _paths(dir, st.name)
         for p in (app_dir, origin_dir):
             if p.exists():
                 shutil.rmtree(p)
                 done["files"].append(str(p))
-    elif not all:
-        ui.warn(f"no sandbox in {dir}: nothing to remove")
     if dir.is_dir():
         for rel in OWNED:
             p = dir / rel

@@ -139,10 +139,20 @@ def remove(c: docker.DockerClient, stack: str, timeout: float = 120) -> dict[str
             pass
     deadline = time.monotonic() + timeout
     flt = {"label": f"{NS}={stack}"}
-    while c.containers.list(all=True, filters=flt):
+    while True:
+        left = c.api.containers(all=True, filters=flt)
+        if not left:
+            break
         if time.monotonic() > deadline:
             raise FaultError(f"the containers of stack {stack} did not stop within {timeout:.0f}s")
-        time.sleep(0.25)
+        for ctr in left:
+            # the services are gone; a container that has stopped is only waiting for swarm's reaper
+            if ctr.get("State") in ("exited", "dead", "created"):
+                try:
+                    c.api.remove_container(ctr["Id"], v=False, force=False)
+                except (NotFound, APIError):
+                    pass
+        time.sleep(0.2)
     for vol in c.volumes.list(filters=flt):
         while True:
             try:

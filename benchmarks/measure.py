@@ -1,0 +1,150 @@
+"""Run one contender's command under steady load and turn it into the figures of issue 6.
+
+    python benchmarks/measure.py --url http://127.0.0.1:PORT/version --name manual_routine \
+        --out-dir benchmarks/results/2026-11-26-host --revision SHA -- benchmarks/manual_routine.sh ...
+
+1. the load generator starts (`--rate`, default 100 req/s) and runs `--before` seconds alone;
+2. the command runs (an argv list, never a shell string); every stdout line that is JSON with
+   `{"phase", "event": "start"|"end", "ts"}` marks a phase (manual_routine.sh prints them), and a
+   `--phases-file` written by the command (`{name: [start, end]}`, epoch seconds) is read after it;
+3. the load goes on `--after` seconds, then stops.
+Writes NAME.jsonl (every request), NAME.png (the chart), NAME.log (the command's stderr) and
+NAME.contender.json (the figures, as `schema.Contender` wants them). The lead time runs from the
+command's start to the first successful answer of the new revision after which no other revision
+answered; when that never happens it is the command's wall time and `new_revision_served` is false.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks import loadgen, schema  # noqa: E402
+from benchmarks.chart import chart  # noqa: E402
+
+
+def phases_from_lines(lines: Sequence[str]) -> tuple[dict[str, list[float]], dict[str, Any]]:
+    """{name: [start, end]} from phase JSON lines, and the last non-phase fields seen (e.g. revision)."""
+    phases: dict[str, list[float]] = {}
+    extra: dict[str, Any] = {}
+    for line in lines:
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            d = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(d, dict) or "phase" not in d or "ts" not in d:
+            continue
+        name, ts = str(d["phase"]), float(d["ts"])
+        if d.get("event") == "start":
+            phases[name] = [ts, ts]
+        elif d.get("event") == "end" and name in phases:
+            phases[name][1] = ts
+        extra.update({k: v for k, v in d.items() if k not in ("phase", "event", "ts")})
+    return phases, extra
+
+
+def serving_since(samples: Sequence[loadgen.Sample], revision: str, after: float) -> float | None:
+    """Arrival time of the first successful answer of `revision` (at or after `after`) such that every later
+    successful answer is of `revision` too; None when the new revision never took over."""
+    ok = sorted((s for s in samples if s.ok), key=lambda s: s.ts + s.latency_ms / 1000)
+    since = None
+    for s in ok:
+        arrival = s.ts + s.latency_ms / 1000
+        if s.revision == revision or (revision and s.revision and s.revision.startswith(revision)):
+            if since is None and arrival >= after:
+                since = arrival
+        else:
+            since = None
+    return since
+
+
+async def measure(url: str, argv: Sequence[str], out_dir: Path, name: str, *, rate: float = 100.0,
+                  before: float = 3.0, after: float = 5.0, revision: str | None = None,
+                  phases_file: Path | None = None, timeout: float = 2.0, max_duration: float = 3600.0,
+                  title: str | None = None) -> dict[str, Any]:
+    loadgen.check_url(url)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stop = asyncio.Event()
+    load = asyncio.create_task(loadgen.run(url, rate, stop_event=stop, out=out_dir / f"{name}.jsonl",
+                                           timeout=timeout, max_duration=max_duration))
+    try:
+        await asyncio.sleep(before)
+        t_start = time.time()
+        with open(out_dir / f"{name}.log", "wb") as log:
+            proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, stderr=log)
+            lines = []
+            assert proc.stdout is not None
+            async for raw in proc.stdout:
+                lines.append(raw.decode("utf-8", "replace"))
+            code = await proc.wait()
+        t_end = time.time()
+        await asyncio.sleep(after)
+    finally:
+        stop.set()
+    samples = await load
+    phases, extra = phases_from_lines(lines)
+    if phases_file is not None and phases_file.exists():
+        phases.update({k: [float(v[0]), float(v[1])] for k, v in json.loads(phases_file.read_text()).items()})
+    if not phases:
+        phases = {"command": [t_start, t_end]}
+    revision = revision or extra.get("revision")
+    since = serving_since(samples, revision, t_start) if revision else None
+    lead = (since - t_start) if since is not None else (t_end - t_start)
+    summary = loadgen.summarize(samples)
+    # the same front, same load, before the command started: how it fares with nothing deploying
+    baseline = loadgen.summarize([s for s in samples if s.ts < t_start])
+    figures = schema.contender_figures(
+        summary, phases, lead, command_s=round(t_end - t_start, 3), exit_code=code, revision=revision,
+        new_revision_served=since is not None, statuses=summary["statuses"], revisions=summary["revisions"],
+        phase_times={k: [round(a - t_start, 3), round(b - t_start, 3)] for k, (a, b) in phases.items()},
+        rate=rate, command=list(argv),
+        baseline={k: baseline[k] for k in ("total_requests", "failed_requests", "longest_gap_s", "p50_ms", "p99_ms")})
+    (out_dir / f"{name}.contender.json").write_text(json.dumps(figures, indent=2) + "\n")
+    chart(samples, phases, out_dir / f"{name}.png", title=title or f"{name}: {rate:g} req/s")
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if "--" not in args:
+        print("usage: measure.py --url URL --name NAME --out-dir DIR [options] -- COMMAND [ARGS...]", file=sys.stderr)
+        return 2
+    cut = args.index("--")
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--url", required=True, help="http://127.0.0.1:PORT/version of the front")
+    ap.add_argument("--name", required=True, help="contender name: stackpatch or manual_routine")
+    ap.add_argument("--out-dir", required=True, type=Path)
+    ap.add_argument("--rate", type=float, default=100.0)
+    ap.add_argument("--before", type=float, default=3.0, help="seconds of load before the command")
+    ap.add_argument("--after", type=float, default=5.0, help="seconds of load after the command")
+    ap.add_argument("--revision", help="the revision the command deploys (else from its JSON lines)")
+    ap.add_argument("--phases-file", type=Path, help="{name: [start, end]} the command writes")
+    ap.add_argument("--title")
+    opts = ap.parse_args(args[:cut])
+    command = args[cut + 1:]
+    if not command:
+        print("measure.py: error: no command after --", file=sys.stderr)
+        return 2
+    try:
+        figures = asyncio.run(measure(opts.url, command, opts.out_dir, opts.name, rate=opts.rate,
+                                      before=opts.before, after=opts.after, revision=opts.revision,
+                                      phases_file=opts.phases_file, title=opts.title))
+    except ValueError as e:
+        print(f"measure.py: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: figures[k] for k in ("failed_requests", "total_requests", "longest_gap_s", "p50_ms",
+                                             "p99_ms", "lead_time_s", "new_revision_served", "exit_code")}))
+    return int(figures["exit_code"] != 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

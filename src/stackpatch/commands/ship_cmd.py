@@ -1,0 +1,115 @@
+"""`stackpatch plan` and `stackpatch ship`."""
+
+from __future__ import annotations
+
+import click
+
+from stackpatch import config as config_mod
+from stackpatch import ui
+from stackpatch.errors import UserError
+
+
+def register(main: click.Group) -> None:
+    main.add_command(plan_cmd)
+    main.add_command(ship_cmd)
+
+
+_config_opt = click.option("-c", "--config", "config_path", type=click.Path(),
+                           help="stackpatch.toml to use (default: found from here up to the repo root).")
+_ref_opt = click.option("--ref", metavar="BRANCH",
+                        help="Ship this hotfix branch instead of the one checked out (it must be pushed).")
+_mixed_opt = click.option("--allow-mixed", is_flag=True,
+                          help="Accept services of one image running different revisions (a half-done deploy); "
+                               "the revision most services run counts as deployed.")
+
+
+def _render_plan(plan) -> None:
+    p = plan.preflight
+    ui.out.print(f"hotfix [bold]{p.version}[/] = {p.branch} at {p.revision[:7]}; deployed "
+                 f"{p.deployed_version or '(unknown version)'} at {p.deployed_revision[:7]}")
+    ui.out.print(f"commits {p.deployed_revision[:7]}..{p.revision[:7]} ({len(p.commits)}):")
+    for c in p.commits:
+        ui.out.print(f"  {c.sha[:7]} {c.subject}", markup=False)
+    if p.risky:
+        ui.out.print(f"[yellow]risky files changed ({len(p.risky)}):[/]")
+        for f in p.risky:
+            ui.out.print("  ! " + f, markup=False, style="yellow")
+    ui.out.print("images:")
+    for i in plan.images:
+        ui.out.print(f"  {i.name}: {i.repository}:{', '.join(i.tags)}"
+                     + (f" (already pushed {i.already_pushed[:19]})" if i.already_pushed else ""), markup=False)
+    ui.out.print("steps:")
+    for n, s in enumerate(plan.steps, 1):
+        mark = "done" if s.done else s.half
+        ui.out.print(f"  {n:2}. [{mark}] {s.intent}", markup=False)
+
+
+@click.command("plan")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON (stdout); progress stays on stderr.")
+@_ref_opt
+@_mixed_opt
+@_config_opt
+def plan_cmd(as_json: bool, ref: str | None, allow_mixed: bool, config_path: str | None) -> None:
+    """Show what `ship` would do, and change nothing.
+
+    \b
+    Reads the git repo (after a fetch), the running stack and the registry, then prints:
+      - preflight: the hotfix version and sha, the deployed release, the commits
+        deployed..hotfix and the risky files among them (migrations, Dockerfiles, lockfiles);
+      - the images and tags it would build (git-commit-<sha7> and the version);
+      - every step of `ship`, in order, with its intent.
+    Refuses with one line (exit 2) when the hotfix cannot ship: not a hotfix branch, dirty tree,
+    unpushed commits, deployed commit not an ancestor, a tag already used for other code.
+    """
+    from stackpatch.release.build_half import plan_for
+    cfg = config_mod.load(config_path)
+    _, plan = plan_for(cfg, ref, allow_mixed)
+    if as_json:
+        ui.emit_json(plan.to_json())
+    else:
+        _render_plan(plan)
+
+
+@click.command("ship")
+@click.option("--until", type=click.Choice(["pushed"]), default=None,
+              help="Stop after this step: `pushed` = built, verified and pushed, nothing deployed.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (required when stdin is not a terminal).")
+@click.option("--json", "as_json", is_flag=True, help="Print the resulting release (digests, tags, timings) as JSON.")
+@_ref_opt
+@_mixed_opt
+@_config_opt
+def ship_cmd(until: str | None, yes: bool, as_json: bool, ref: str | None, allow_mixed: bool,
+             config_path: str | None) -> None:
+    """Build, verify and push the hotfix; then (later) deploy it.
+
+    \b
+    With --until pushed:
+      1. preflight and plan (as `stackpatch plan`);
+      2. sync a clean build dir (a cached clone of the remote at exactly the pushed sha);
+      3. build every image (BuildKit when available), tagged git-commit-<sha7> and the version,
+         labelled org.opencontainers.image.revision/version/source/created; the log file is printed;
+      4. verify the exact images in a throwaway local stack, then tear it down;
+      5. push, read the digest, cross-check it with the registry.
+    A failure before the push pushes nothing; nothing is deployed in this mode.
+    """
+    if until != "pushed":
+        raise UserError("the deploy half of `ship` is not wired in this build: run `stackpatch ship --until pushed`")
+    from stackpatch.release.build_half import plan_for, run_build_half
+    cfg = config_mod.load(config_path)
+    snap, plan = plan_for(cfg, ref, allow_mixed)
+    if not as_json:
+        _render_plan(plan)
+    if not yes:
+        if not ui.is_tty():
+            raise UserError("ship changes the registry and needs confirmation: stdin is not a terminal, so pass --yes")
+        if not click.confirm(f"ship {plan.version} ({plan.revision[:7]}) up to the push?", default=False):
+            raise UserError("not confirmed: nothing was changed")
+    result = run_build_half(cfg, plan, snap)
+    # The deploy half continues here: stackpatch.release.deploy.deploy(cfg, result.release, ...)
+    if as_json:
+        ui.emit_json(result.to_json())
+    else:
+        for i in result.release.images.values():
+            ui.out.print(f"{i.name}: {i.ref} ({i.bytes_pushed} bytes pushed)", markup=False)
+        if result.log_path:
+            ui.out.print(f"build log: {result.log_path}", markup=False)

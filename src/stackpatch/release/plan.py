@@ -1,0 +1,177 @@
+"""The plan: from a snapshot of the world (git facts, target state, registry tags, config) to ordered steps.
+
+PURE: no I/O here. `plan` prints it, `ship` runs it. Each step is plain data with its intent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from stackpatch.config import Config
+from stackpatch.preflight import GitFacts, PreflightReport, evaluate
+from stackpatch.release.model import commit_tag
+from stackpatch.target.base import TargetState
+from stackpatch.target.swarm import deployed_release
+
+
+@dataclass(frozen=True)
+class RemoteTag:
+    """What the registry holds for one tag (read before planning)."""
+
+    digest: str
+    revision: str | None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    git: GitFacts
+    target: TargetState
+    registry: dict[str, dict[str, RemoteTag | None]] = field(default_factory=dict)  # image -> tag -> what's there
+    allow_mixed: bool = False
+
+
+@dataclass(frozen=True)
+class Step:
+    id: str                  # stable: "workdir", "build:app", "verify", "push:app", "deploy"
+    kind: str                # workdir | build | verify | push | deploy
+    intent: str              # one line a person reads
+    half: str = "build"      # build (this half, runs with --until pushed) | deploy (the rest of ship)
+    done: bool = False       # already true in the world: the runner skips it
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ImagePlan:
+    name: str
+    repository: str          # host/namespace/repo
+    tags: tuple[str, ...]    # (git-commit-<sha7>, version)
+    dockerfile: str
+    context: str
+    cache_from: str | None   # the deployed image of a service running it
+    already_pushed: str | None = None   # digest when every tag already holds this revision
+
+
+@dataclass(frozen=True)
+class Plan:
+    preflight: PreflightReport
+    images: tuple[ImagePlan, ...]
+    steps: tuple[Step, ...]
+
+    @property
+    def version(self) -> str:
+        return self.preflight.version
+
+    @property
+    def revision(self) -> str:
+        return self.preflight.revision
+
+    def to_json(self) -> dict:
+        return {"version": self.version, "revision": self.revision,
+                "branch": self.preflight.branch,
+                "deployed": {"version": self.preflight.deployed_version,
+                             "revision": self.preflight.deployed_revision},
+                "preflight": self.preflight.to_json(),
+                "images": [asdict(i) for i in self.images],
+                "steps": [asdict(s) for s in self.steps]}
+
+
+def _refuse(msg: str):
+    from stackpatch.preflight import PreflightError
+    raise PreflightError(msg)
+
+
+def make_plan(snap: Snapshot, cfg: Config) -> Plan:
+    """Decide. Raises a one-line UserError for every refusal; never touches the world."""
+    dep_version, dep_rev = deployed_release(snap.target, cfg, snap.allow_mixed)
+    report = evaluate(snap.git, dep_version, dep_rev, cfg)
+    if dep_version and dep_version == report.version:
+        _refuse(f"version {report.version} is already deployed (at {dep_rev[:7]}): a hotfix needs a new "
+                "version; start the next hotfix (e.g. add a letter)")
+    sha, version = report.revision, report.version
+    tags = (commit_tag(sha), version)
+
+    images: list[ImagePlan] = []
+    for name, img in cfg.images.items():
+        repo = cfg.image_ref(name)
+        served = [s for s, i in cfg.target.services.items() if i == name and s in snap.target.services]
+        cache_from = str(snap.target.services[served[0]].image) if served else None
+        remote = snap.registry.get(name, {})
+        held = {t: remote.get(t) for t in tags}
+        for t, rt in held.items():
+            if rt is not None and rt.revision != sha:
+                _refuse(f"tag {repo}:{t} already exists in the registry at {rt.digest[:19]} built from "
+                        f"{(rt.revision or 'an unknown revision')[:7]}, not {sha[:7]}: tags are never reused; "
+                        "start a new hotfix version")
+        present = [rt for rt in held.values() if rt is not None]
+        digests = {rt.digest for rt in present}
+        if len(digests) > 1:
+            _refuse(f"tags {', '.join(tags)} of {repo} point to different digests for the same revision: "
+                    "fix the registry by hand (delete the stray tag) and retry")
+        done = next(iter(digests)) if len(present) == len(tags) else None
+        images.append(ImagePlan(name, repo, tags, img.dockerfile, img.context, cache_from, done))
+
+    all_pushed = all(i.already_pushed for i in images)
+    steps: list[Step] = [
+        Step("workdir", "workdir", f"sync the clean build directory to {sha[:7]} (pushed code only: "
+                                   f"{snap.git.remote}/{report.branch})", done=all_pushed,
+             detail={"revision": sha, "remote_url": report.remote_url}),
+    ]
+    for i in images:
+        steps.append(Step(f"build:{i.name}", "build",
+                          f"build {i.repository}:{i.tags[0]} and :{i.tags[1]} from {i.dockerfile} "
+                          f"(cache from {i.cache_from or 'nothing deployed'})",
+                          done=bool(i.already_pushed),
+                          detail={"image": i.name, "repository": i.repository, "tags": list(i.tags),
+                                  "dockerfile": i.dockerfile, "context": i.context, "cache_from": i.cache_from,
+                                  "build_args": {"REVISION": sha, "VERSION": version,
+                                                 **cfg.images[i.name].build_args}}))
+    if cfg.verify.enabled and cfg.verify.stack_file:
+        steps.append(Step("verify", "verify",
+                          f"deploy {cfg.verify.stack_file} as a throwaway local stack with the built images, "
+                          f"wait until healthy ({cfg.verify.timeout:.0f}s), run {len(cfg.verify.checks)} "
+                          "check(s), tear it down",
+                          done=all_pushed,
+                          detail={"stack_file": cfg.verify.stack_file,
+                                  "checks": [c.name for c in cfg.verify.checks]}))
+    for i in images:
+        steps.append(Step(f"push:{i.name}", "push",
+                          f"push {i.repository}:{i.tags[0]} and :{i.tags[1]}, record the digest, cross-check "
+                          "it with the registry API" + (f" (already there at {i.already_pushed[:19]})"
+                                                       if i.already_pushed else ""),
+                          done=bool(i.already_pushed),
+                          detail={"image": i.name, "repository": i.repository, "tags": list(i.tags),
+                                  "digest": i.already_pushed}))
+    steps.extend(_deploy_steps(snap.target, cfg, version, sha))
+    return Plan(report, tuple(images), tuple(steps))
+
+
+def _deploy_steps(target: TargetState, cfg: Config, version: str, sha: str) -> list[Step]:
+    """The second half of ship, as intent only (the deploy half plans and runs its own steps)."""
+    out: list[Step] = []
+    m = cfg.migrations
+    migrate = m.when != "never" and bool(m.command)
+
+    def migration_step() -> Step:
+        per = f" once per tenant ({m.tenant_env}={', '.join(m.tenants)})" if m.tenants else " once"
+        return Step("migrate", "deploy", f"run `{' '.join(m.command)}` from the new image{per}",
+                    half="deploy", detail={"service": m.service, "command": m.command})
+
+    if migrate and m.when == "before-rollout":
+        out.append(migration_step())
+    for n, wave in enumerate(cfg.target.resolved_waves()):
+        moves = []
+        for svc in wave.services:
+            img = cfg.target.services[svc]
+            cur = target.services.get(svc)
+            moves.append({"service": svc, "from": str(cur.image) if cur else None,
+                          "to": f"{cfg.image_ref(img)}:{commit_tag(sha)}@<pushed digest>"})
+        out.append(Step(f"wave:{wave.name}", "deploy",
+                        f"update {', '.join(wave.services)} to {commit_tag(sha)} ({version}), wait until converged "
+                        "and healthy, run the gate checks" + (", pause for a person" if wave.pause else ""),
+                        half="deploy", detail={"services": moves}))
+        if n == 0 and migrate and m.when == "after-canary":
+            out.append(migration_step())
+    if cfg.cdn is not None and cfg.cdn.provider != "none":
+        out.append(Step("purge", "deploy", f"purge the {cfg.cdn.provider} cache ({cfg.cdn.purge})", half="deploy"))
+    return out

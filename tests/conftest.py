@@ -1,0 +1,58 @@
+"""Shared fixtures: ONE sandbox for the whole session, and a fresh fork of it per test.
+
+The sandbox gets a unique name and a directory under the system temp dir, so it never collides with
+a user's `make demo` sandbox (`acme` in ./.sandbox) or with other developers' test runs on the same
+engine. It is torn down at the end of the session (without --all: the base image stays cached).
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+CLI = str(Path(sys.executable).with_name("stackpatch"))
+
+
+def pytest_configure(config):
+    """`timeout pytest ...` sends SIGTERM: turn it into an interrupt so the fixtures' teardown still runs
+    (no registry process, stack or volume left behind on the shared engine)."""
+    def _term(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, _term)
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def sandbox():
+    """`stackpatch.sandbox.api.up` on a unique name in a temp dir; `down` at session end."""
+    from stackpatch.sandbox import api
+    root = Path(tempfile.mkdtemp(prefix="stackpatch-test-sandbox-"))
+    name = unique("sb")
+    try:
+        info = api.up(root / "sandbox", name=name)
+        yield info
+    finally:
+        try:
+            api.down(root / "sandbox")
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def fork(sandbox, tmp_path):
+    """An independent repo + bare origin + running stack (from the pushed 26.11.1 images) for one test."""
+    from stackpatch.sandbox import api
+    stack = f"{unique('f')}-prod"
+    try:
+        yield api.fork(sandbox, tmp_path / "fork", stack)
+    finally:
+        api.remove_stack(stack)

@@ -1,0 +1,252 @@
+"""The benchmark harness (issue 6), quickly and without Docker: the load generator against a local
+server, the chart and the results schema on the recorded sample in benchmarks/samples/."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from benchmarks import loadgen, schema
+from benchmarks.chart import chart, relative_phases
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "benchmarks" / "samples"
+
+
+class Server:
+    """A stdlib HTTP server on 127.0.0.1 answering `status` with a /version-like JSON body."""
+
+    def __init__(self, status: int = 200, revision: str = "abc1234def", script=None) -> None:
+        """`script(n)` -> (status, revision) for the n-th request (1-based), when given."""
+        self.status, self.revision, self.hits = status, revision, 0
+        lock = threading.Lock()
+        srv = self
+
+        class H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                with lock:
+                    srv.hits += 1
+                    n = srv.hits
+                status, revision = script(n) if script else (srv.status, srv.revision)
+                body = json.dumps({"release": "26.11.1", "revision": revision}).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/version"
+
+    def __enter__(self):
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_loadgen_sends_a_fixed_rate_and_records_every_request(tmp_path):
+    out = tmp_path / "run.jsonl"
+    with Server() as srv:
+        samples = asyncio.run(loadgen.run(srv.url, rate=40, duration=1.0, out=out))
+    assert len(samples) == 40 and srv.hits == 40
+    assert [s.seq for s in samples] == list(range(40))
+    assert all(s.ok and s.status == 200 and s.revision == "abc1234def" for s in samples)
+    # due times are 1/rate apart: an open-loop schedule
+    assert samples[-1].t == pytest.approx(39 / 40)
+    assert len(out.read_text().splitlines()) == 40
+    summary = loadgen.summarize(loadgen.load(out))
+    assert summary["total_requests"] == 40 and summary["failed_requests"] == 0
+    assert summary["longest_gap_s"] <= summary["duration_s"]
+    assert 0 < summary["p50_ms"] <= summary["p99_ms"]
+    assert [r["revision"] for r in summary["revisions"]] == ["abc1234def"]
+
+
+def test_loadgen_counts_500s_and_refused_connections_as_failed():
+    with Server(status=500) as srv:
+        samples = asyncio.run(loadgen.run(srv.url, rate=20, duration=0.5))
+    url = srv.url  # closed now: nothing listens
+    refused = asyncio.run(loadgen.run(url, rate=20, duration=0.5, timeout=1))
+    s = loadgen.summarize(samples + refused)
+    assert s["total_requests"] == 20 and s["failed_requests"] == 20
+    assert s["p50_ms"] is None and s["revisions"] == []
+    assert s["statuses"]["500"] == 10 and s["statuses"]["ConnectionRefusedError"] == 10
+    assert s["longest_gap_s"] >= 0.45  # no successful answer at all during the run
+
+
+def test_loadgen_longest_gap_is_the_stretch_without_a_success():
+    # 15 answers from the old revision, 20 503s, then the new revision
+    srv = Server(script=lambda n: (503 if 15 < n <= 35 else 200, "old1234" if n <= 15 else "new5678"))
+    with srv:
+        samples = asyncio.run(loadgen.run(srv.url, rate=50, duration=1.0))
+    s = loadgen.summarize(samples)
+    assert s["total_requests"] == 50 and s["failed_requests"] == 20 and s["statuses"] == {"200": 30, "503": 20}
+    assert s["longest_gap_s"] > 0.1  # 20 requests due 20 ms apart had no successful answer
+    assert [r["revision"] for r in s["revisions"]] == ["old1234", "new5678"]
+
+
+@pytest.mark.parametrize("url", ["http://localhost:8080/", "http://10.0.0.1/", "https://127.0.0.1/",
+                                 "http://127.0.0.2/", "http://example.com/?h=127.0.0.1"])
+def test_loadgen_refuses_any_host_but_127_0_0_1(url):
+    with pytest.raises(ValueError, match="refusing"):
+        asyncio.run(loadgen.run(url, rate=1, duration=0.1))
+
+
+def test_loadgen_must_be_bounded():
+    with pytest.raises(ValueError, match="bounded"):
+        asyncio.run(loadgen.run("http://127.0.0.1:9/", rate=1))
+
+
+def test_loadgen_stops_when_the_stop_file_appears(tmp_path):
+    stop = tmp_path / "stop"
+
+    async def later():
+        await asyncio.sleep(0.3)
+        stop.touch()
+    with Server() as srv:
+        async def both():
+            return (await asyncio.gather(loadgen.run(srv.url, rate=50, stop_file=stop, max_duration=5), later()))[0]
+        samples = asyncio.run(both())
+    # stopped by the file, long before max_duration (5 s, 250 requests)
+    assert 1 <= len(samples) < 150 and samples[-1].t < 3.0
+
+
+def test_chart_draws_the_recorded_sample(tmp_path):
+    samples = loadgen.load(SAMPLES / "run.jsonl")
+    phases = json.loads((SAMPLES / "phases.json").read_text())
+    rel = relative_phases(phases, samples[0].ts)
+    assert all(0 <= a <= b < 10 for a, b in rel.values())  # epoch phases shifted to the load's start
+    png = chart(samples, phases, tmp_path / "run.png", title="sample")
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
+    # and as a script, the way `make bench` calls it
+    out = tmp_path / "cli.png"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "chart.py"), str(SAMPLES / "run.jsonl"),
+                    "--phases", str(SAMPLES / "phases.json"), "--out", str(out)], check=True, timeout=60,
+                   capture_output=True)
+    assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+def _results_from_sample() -> dict:
+    summary = loadgen.summarize(loadgen.load(SAMPLES / "run.jsonl"))
+    phases = json.loads((SAMPLES / "phases.json").read_text())
+    lead = max(b for _, b in phases.values()) - min(a for a, _ in phases.values())
+    c = schema.contender_figures(summary, phases, lead)
+    return {"machine": schema.machine_info(),
+            "contenders": {"stackpatch": {**c, "overhead_share": 0.08}, "manual_routine": c},
+            "build_dir": {"files": 10_000, "incremental_s": 0.3, "fresh_clone_s": 2.5}}
+
+
+def test_schema_holds_for_figures_made_from_the_recorded_sample(tmp_path):
+    data = _results_from_sample()
+    c = data["contenders"]["manual_routine"]
+    assert (c["total_requests"], c["failed_requests"]) == (170, 52)  # what the recorded sample holds
+    assert set(c["phases"]) == {"build", "wave rest", "purge"}
+    f = tmp_path / "results.json"
+    f.write_text(json.dumps(data))
+    r = schema.validate(f)
+    assert r.contenders.stackpatch.overhead_share == 0.08 and r.machine.cores >= 1
+    assert subprocess.run([sys.executable, str(ROOT / "benchmarks" / "schema.py"), str(f)],
+                          capture_output=True, timeout=60).returncode == 0
+
+
+@pytest.mark.parametrize("breaks", [
+    lambda d: d["contenders"]["stackpatch"].update(overhead_share=1.5),
+    lambda d: d["contenders"]["stackpatch"].pop("overhead_share"),
+    lambda d: d["contenders"]["manual_routine"].update(failed_requests=10_000),
+    lambda d: d["contenders"]["manual_routine"].update(p50_ms=10_000.0),
+    lambda d: d["contenders"]["manual_routine"]["phases"].update(build=-1),
+    lambda d: d["build_dir"].pop("files"),
+    lambda d: d.pop("machine"),
+    lambda d: d["contenders"].pop("manual_routine"),
+])
+def test_schema_refuses_broken_results(breaks, tmp_path):
+    data = _results_from_sample()
+    breaks(data)
+    with pytest.raises(ValidationError):
+        schema.validate(data)
+    f = tmp_path / "bad.json"
+    f.write_text(json.dumps(data))
+    assert subprocess.run([sys.executable, str(ROOT / "benchmarks" / "schema.py"), str(f)],
+                          capture_output=True, timeout=60).returncode == 1
+
+
+def test_manual_routine_script_parses_and_refuses_missing_inputs():
+    script = ROOT / "benchmarks" / "manual_routine.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    r = subprocess.run(["bash", str(script), "--repo", "/nonexistent"], capture_output=True, text=True,
+                       timeout=30, env={"PATH": "/usr/bin:/bin"})
+    assert r.returncode == 2 and "--ref is required" in r.stderr and r.stdout == ""
+    r = subprocess.run(["bash", str(script), "--repo", "r", "--ref", "x", "--version", "v", "--registry", "h/n",
+                        "--stack", "s", "--base-image", "b"], capture_output=True, text=True, timeout=30,
+                       env={"PATH": "/usr/bin:/bin"})
+    assert r.returncode == 2 and "REGISTRY_PASSWORD" in r.stderr
+
+
+def test_builddir_bench_measures_with_stackpatchs_code_or_says_pending():
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "builddir_bench.py"), "--files", "300", "--repeat", "1"],
+                       capture_output=True, text=True, timeout=300)
+    if importlib.util.find_spec("stackpatch.build") is None:
+        assert r.returncode == 3 and "PENDING" in r.stderr and r.stdout == ""
+    else:
+        assert r.returncode == 0, r.stderr
+        res = json.loads(r.stdout)
+        assert res["files"] == 300 and res["incremental_s"] > 0 and res["fresh_clone_s"] > 0
+
+
+def test_measure_runs_a_command_under_load_and_finds_when_the_new_revision_serves(tmp_path):
+    from benchmarks import measure
+
+    rev_file = tmp_path / "revision"
+    rev_file.write_text("old1111")
+    deploy = (
+        "import json, sys, time\n"
+        "def mark(p, e): print(json.dumps({'phase': p, 'event': e, 'ts': time.time()}), flush=True)\n"
+        "mark('build', 'start'); time.sleep(0.3); mark('build', 'end')\n"
+        "mark('deploy', 'start'); open(sys.argv[1], 'w').write('new2222'); time.sleep(0.2); mark('deploy', 'end')\n"
+        "print(json.dumps({'phase': 'done', 'event': 'end', 'ts': time.time(), 'revision': 'new2222'}))\n"
+    )
+    srv = Server(script=lambda n: (200, rev_file.read_text()))
+    with srv:
+        figures = asyncio.run(measure.measure(
+            srv.url, [sys.executable, "-c", deploy, str(rev_file)], tmp_path / "out", "manual_routine",
+            rate=40, before=0.3, after=0.4))
+    assert figures["exit_code"] == 0 and figures["revision"] == "new2222" and figures["new_revision_served"]
+    assert set(figures["phases"]) == {"build", "deploy"}
+    assert 0.25 <= figures["phases"]["build"] < 2.0
+    # the new revision serves right after the deploy phase began, not at the end of the command
+    assert figures["phase_times"]["deploy"][0] <= figures["lead_time_s"] < figures["command_s"] + 0.5
+    assert figures["failed_requests"] == 0 and figures["total_requests"] >= 30
+    assert figures["baseline"]["failed_requests"] == 0 and 5 <= figures["baseline"]["total_requests"] <= 20
+    schema.Contender.model_validate(figures)
+    out = tmp_path / "out"
+    assert (out / "manual_routine.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((out / "manual_routine.contender.json").read_text())["lead_time_s"] == figures["lead_time_s"]
+    assert len((out / "manual_routine.jsonl").read_text().splitlines()) == figures["total_requests"]
+
+
+def test_serving_since_needs_the_new_revision_to_stay():
+    S = loadgen.Sample
+    seq = [S(0, 100.0, 0, 200, None, 1, 0, "a"), S(1, 101.0, 1, 200, None, 1, 0, "b"),
+           S(2, 102.0, 2, 200, None, 1, 0, "a"), S(3, 103.0, 3, 200, None, 1, 0, "b"),
+           S(4, 104.0, 4, 503, None, 1, 0, None), S(5, 105.0, 5, 200, None, 1, 0, "b")]
+    from benchmarks.measure import serving_since
+    assert serving_since(seq, "b", 0) == pytest.approx(103.001)
+    assert serving_since(seq, "c", 0) is None
