@@ -11,6 +11,7 @@ MODULES = (
     "config_cmd",
     "sandbox_cmd",
     "gitflow_cmd",
+    "deploy_cmd",
     "ship_cmd",
 )
 

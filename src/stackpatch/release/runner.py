@@ -1,0 +1,383 @@
+"""Acting on a plan: run the steps one by one, journal intent before and result after, roll back on failure.
+
+The runner trusts nothing it remembers: before a step it can look at the live service, and a resumed
+run decides from the live state which update steps are already done. Rollback puts every service the
+run touched back on the EXACT image recorded before it (never Swarm's one-level rollback) and then
+checks that the old revision is serving.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from stackpatch.errors import FaultError, StackpatchError, UserError
+from stackpatch.release import journal as J
+from stackpatch.release.deploy_plan import undo_order
+from stackpatch.target import rollout
+
+Progress = Callable[[str], None]
+
+
+class Interrupted(FaultError):
+    """Ctrl-C or SIGTERM arrived: the run stops and rolls back."""
+
+
+class TargetUnreachable(FaultError):
+    """The engine stopped answering mid-run: nothing can be changed or undone until it is back."""
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    op: str
+    state: str
+    version: str | None
+    from_version: str | None
+    journal: Path
+    timings: dict[str, float] = field(default_factory=dict)
+    detail: str | None = None
+    purge_error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.state in (J.DEPLOYED, J.PURGE_FAILED)
+
+    def to_json(self) -> dict:
+        return {"run_id": self.run_id, "op": self.op, "state": self.state, "version": self.version,
+                "from_version": self.from_version, "journal": str(self.journal),
+                "timings": {k: round(v, 2) for k, v in self.timings.items()}, "detail": self.detail,
+                "purge_error": self.purge_error}
+
+
+class SignalGuard:
+    """SIGINT/SIGTERM set a flag that the runner checks between and inside steps (never mid-API-call).
+    While rolling back, signals are noted but do not stop the rollback."""
+
+    def __init__(self, progress: Progress):
+        self.progress = progress
+        self.signum: int | None = None
+        self.shielded = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "SignalGuard":
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+    def _handle(self, signum, frame) -> None:  # noqa: ARG002
+        if self.shielded:
+            self.progress("signal received while rolling back: finishing the rollback first")
+            return
+        self.signum = signum
+
+    def check(self) -> None:
+        if self.signum is not None and not self.shielded:
+            name = signal.Signals(self.signum).name
+            raise Interrupted(f"interrupted by {name}")
+
+
+@dataclass
+class Context:
+    """Everything the steps act on. Built by deploy.py; the only path to the engine is `client`."""
+
+    cfg: Any
+    client: Any
+    journal: J.Journal
+    run_id: str
+    registry_auth: str | None
+    progress: Progress
+    guard: SignalGuard
+    yes: bool = False
+    from_revision: str | None = None
+    purge: Callable[[], Any] | None = None
+
+
+def _http_get(url: str, timeout: float = 5) -> tuple[int, str]:
+    req = urllib.request.Request(url, headers={"User-Agent": "stackpatch", "Cache-Control": "no-cache"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:  # noqa: S310 - configured URL
+            return r.status, r.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+
+
+def _retry(ctx: Context, what: str, timeout: float, fn: Callable[[], tuple[bool, str]]) -> None:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        ctx.guard.check()
+        try:
+            ok, last = fn()
+        except (OSError, urllib.error.URLError, ValueError) as e:
+            ok, last = False, str(getattr(e, "reason", e))
+        if ok:
+            return
+        if time.monotonic() >= deadline:
+            raise FaultError(f"{what} failed for {timeout:.0f}s: {last}")
+        time.sleep(0.5)
+
+
+# ------------------------------------------------------------------ the steps
+
+def do_update(ctx: Context, step: dict, *, undo: bool = False) -> float:
+    image = step["previous_image"] if undo else step["image"]
+    labels = step["previous_labels"] if undo else step["labels"]
+    full = step["full_name"]
+    live = rollout.read_service(ctx.client, ctx.cfg.target.stack, step["service"])
+    if live is None:
+        raise FaultError(f"service {full} is gone from the stack: check `docker stack ps`")
+    if not rollout.same_image(str(live.image), image) or any(live.labels.get(k) != v for k, v in labels.items()):
+        order = rollout.update_image(ctx.client, full, image, labels, ctx.registry_auth, ctx.progress)
+        ctx.progress(f"{full}: → {image} ({order})")
+    return rollout.wait_converged(ctx.client, full, image, step.get("timeout", 300), ctx.progress,
+                                  stop=None if undo else ctx.guard.check, registry_auth=ctx.registry_auth)
+
+
+def do_gate(ctx: Context, step: dict) -> None:
+    cfg = ctx.cfg
+    front = (cfg.target.front_url or "").rstrip("/")
+    for c in step["checks"]:
+        name = c["name"]
+        if c.get("url"):
+            url = c["url"].replace("{front_url}", front)
+            want = (c.get("body_contains") or "").replace("{revision}", step["revision"]).replace(
+                "{version}", step["version"])
+
+            def probe(url=url, want=want, status=c["status"]) -> tuple[bool, str]:
+                code, body = _http_get(url)
+                if code != status:
+                    return False, f"GET {url} answered {code}, expected {status}"
+                if want and want not in body:
+                    return False, f"GET {url} body does not contain {want!r}"
+                return True, "ok"
+        else:
+            full = f"{cfg.target.stack}_{c['service']}"
+
+            def probe(full=full, argv=c["command"]) -> tuple[bool, str]:
+                code, out = rollout.exec_in_service(ctx.client, full, argv)
+                tail = out.strip().splitlines()[-1:] or [""]
+                return code == 0, f"`{' '.join(argv)}` in {full} exited {code}: {tail[0][:200]}"
+        _retry(ctx, f"check {name!r}", step.get("timeout", 60), probe)
+        ctx.progress(f"check {name}: ok")
+    if step.get("pause"):
+        from stackpatch import ui
+        if ui.is_tty():
+            import click
+            ctx.progress(f"wave {step['wave']} is live: check inside it now "
+                         f"(e.g. `docker exec -it $(docker ps -qf label=com.docker.swarm.service.name="
+                         f"{cfg.target.stack}_{cfg.target.resolved_waves()[0].services[0]}) sh`)")
+            if not click.confirm("Continue the rollout?", default=False, err=True):
+                raise Interrupted("stopped at the pause by the person checking the canary")
+        elif ctx.yes:
+            ctx.progress(f"pause after wave {step['wave']} skipped: no terminal and --yes")
+        else:  # deploy() refuses this combination up front; this is the last guard
+            raise UserError("--pause needs a terminal: run it interactively or pass --yes")
+
+
+def do_migrate(ctx: Context, step: dict) -> None:
+    name = f"{ctx.cfg.target.stack}_sp-release-{ctx.run_id[-6:]}-{abs(hash(step['id'])) % 10000}"
+    ctx.progress(f"release phase: `{' '.join(step['command'])}` once from {step['image']}"
+                 + (f" ({', '.join(f'{k}={v}' for k, v in step['env'].items())})" if step["env"] else ""))
+    code = rollout.run_once(ctx.client, step["full_name"], step["image"], step["command"], step["env"],
+                            step.get("timeout", 600), lambda ln: ctx.progress(f"  │ {ln}"), name,
+                            ctx.registry_auth, stop=None)  # never killed mid-migration: a signal acts after it
+    if code != 0:
+        raise FaultError(f"the release command `{' '.join(step['command'])}` exited {code}")
+
+
+def check_serving(ctx: Context, url: str, revision: str, timeout: float, stop: bool = True) -> None:
+    def probe() -> tuple[bool, str]:
+        code, body = _http_get(url)
+        if code != 200:
+            return False, f"GET {url} answered {code}"
+        got = json.loads(body).get("revision")
+        return got == revision, f"{url} serves revision {got}, expected {revision}"
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        if stop:
+            ctx.guard.check()
+        try:
+            ok, last = probe()
+        except (OSError, urllib.error.URLError, ValueError) as e:
+            ok, last = False, str(getattr(e, "reason", e))
+        if ok:
+            return
+        if time.monotonic() >= deadline:
+            raise FaultError(f"the front does not serve the expected revision: {last}")
+        time.sleep(0.5)
+
+
+STEP_FUNCS = {"update": do_update, "gate": do_gate, "migrate": do_migrate}
+
+
+# ------------------------------------------------------------------ running
+
+def run_steps(ctx: Context, steps: list[dict], *, op: str, version: str | None, from_version: str | None,
+              from_revision: str | None, done: list[str] | None = None,
+              touched: list[str] | None = None, release_lock: Callable[[], None] | None = None) -> RunResult:
+    """Run `steps`; on a failure after something changed, roll back. Always journals where it stopped."""
+    jr = ctx.journal
+    done = list(done or [])
+    res = RunResult(ctx.run_id, op, J.RUNNING, version, from_version, jr.path)
+    touched = [sid for sid in (touched or done) if sid.startswith("update:")]
+    t_run = time.monotonic()
+    current = None
+    try:
+        for step in steps:
+            sid = step["id"]
+            current = sid
+            ctx.guard.check()
+            if sid in done and step["kind"] != "update":
+                ctx.progress(f"{sid}: done before, skipped")
+                continue
+            if step["kind"] == "purge":
+                break  # after success only, handled below
+            ctx.progress(f"{sid} …")
+            jr.append("intent", step=sid, step_kind=step["kind"],
+                      **{k: v for k, v in step.items() if k not in ("id", "kind")})
+            if step["kind"] == "update" and sid not in touched:
+                touched.append(sid)
+            t0 = time.monotonic()
+            if step["kind"] == "serving":
+                check_serving(ctx, step["url"], step["revision"], step.get("timeout", 60))
+                took = time.monotonic() - t0
+            else:
+                STEP_FUNCS[step["kind"]](ctx, step)
+                took = time.monotonic() - t0
+            res.timings[sid] = took
+            jr.append("result", step=sid, ok=True, seconds=round(took, 3))
+            ctx.progress(f"{sid}: ok ({took:.1f}s)")
+        current = None
+    except BaseException as e:  # noqa: BLE001 - every way out is journaled, then re-raised as a FaultError
+        detail = _describe(e)
+        if current:
+            jr.append("result", step=current, ok=False, detail=detail)
+        if _is_unreachable(e):
+            jr.append("state", state=J.INTERRUPTED, detail=f"target unreachable at {current}: {detail}")
+            res.state, res.detail = J.INTERRUPTED, detail
+            raise TargetUnreachable(
+                f"the target stopped answering at step {current} ({detail}): nothing was undone; once it is "
+                f"back, `stackpatch resume` continues run {ctx.run_id} or `stackpatch abort` restores the "
+                "previous images") from None
+        if not touched:
+            jr.append("state", state=J.FAILED, detail=f"at {current}: {detail}")
+            res.state = J.FAILED
+            _release(release_lock)
+            raise _as_fault(e, f"{detail} (stopped at {current}; nothing was changed)") from None
+        state = rollback(ctx, steps, touched, from_revision, reason=f"at {current}: {detail}")
+        res.state = state
+        if state == J.ROLLED_BACK:
+            _release(release_lock)
+            raise _as_fault(e, f"{detail} (at {current}); rolled back every changed service to its previous "
+                            f"image, the old revision serves again (journal {jr.path})") from None
+        raise FaultError(f"{detail} (at {current}); the rollback did not complete: the lock stays held; "
+                         f"fix the target, then `stackpatch abort` (journal {jr.path})") from None
+
+    res.timings["total"] = time.monotonic() - t_run
+    jr.append("state", state=J.DEPLOYED, seconds=round(res.timings["total"], 3))
+    res.state = J.DEPLOYED
+    _release(release_lock)
+    purge_steps = [s for s in steps if s["kind"] == "purge"]
+    if purge_steps:
+        run_purge(ctx, res)
+    return res
+
+
+def run_purge(ctx: Context, res: RunResult) -> None:
+    """The CDN purge, after success only. A failure leaves the run `deployed, purge failed`."""
+    jr = ctx.journal
+    jr.append("intent", step="purge", step_kind="purge")
+    t0 = time.monotonic()
+    try:
+        detail = ctx.purge() if ctx.purge else None
+    except Exception as e:  # noqa: BLE001 - any purge failure is "deployed, purge failed"
+        msg = _describe(e)
+        jr.append("result", step="purge", ok=False, detail=msg)
+        jr.append("state", state=J.PURGE_FAILED, detail=msg)
+        res.state, res.purge_error = J.PURGE_FAILED, msg
+        ctx.progress(f"CDN purge failed: {msg}: the release is deployed; `stackpatch purge` retries the purge")
+        return
+    res.timings["purge"] = time.monotonic() - t0
+    jr.append("result", step="purge", ok=True, seconds=round(res.timings["purge"], 3),
+              detail=detail.to_json() if hasattr(detail, "to_json") else None)
+    ctx.progress("CDN purge: ok")
+    jr.append("state", state=J.DEPLOYED, detail="purged")
+    res.state = J.DEPLOYED
+
+
+def rollback(ctx: Context, steps: list[dict], touched: list[str], from_revision: str | None,
+             reason: str) -> str:
+    """Undo every update step the run touched, newest first, to the exact recorded previous image."""
+    jr = ctx.journal
+    jr.append("state", state=J.ROLLING_BACK, detail=reason)
+    ctx.progress(f"rolling back ({reason})")
+    ctx.guard.shielded = True
+    t0 = time.monotonic()
+    try:
+        for step in undo_order(steps, touched):
+            sid = step["id"]
+            jr.append("intent", step=sid, undo=True, image=step["previous_image"])
+            try:
+                took = do_update(ctx, step, undo=True)
+            except BaseException as e:  # noqa: BLE001
+                jr.append("result", step=sid, undo=True, ok=False, detail=_describe(e))
+                jr.append("state", state=J.ROLLBACK_FAILED, detail=f"undo {sid}: {_describe(e)}")
+                ctx.progress(f"rollback of {step['full_name']} failed: {_describe(e)}")
+                return J.ROLLBACK_FAILED
+            jr.append("result", step=sid, undo=True, ok=True, seconds=round(took, 3))
+            ctx.progress(f"{step['full_name']}: back on {step['previous_image']}")
+        if ctx.cfg.target.front_url and from_revision:
+            try:
+                check_serving(ctx, ctx.cfg.target.front_url.rstrip("/") + "/version", from_revision,
+                              ctx.cfg.timeouts.check, stop=False)
+            except FaultError as e:
+                jr.append("state", state=J.ROLLBACK_FAILED, detail=str(e))
+                return J.ROLLBACK_FAILED
+        took = time.monotonic() - t0
+        jr.append("state", state=J.ROLLED_BACK, seconds=round(took, 3), detail=reason)
+        ctx.progress(f"rolled back in {took:.1f}s")
+        return J.ROLLED_BACK
+    finally:
+        ctx.guard.shielded = False
+
+
+def _release(release_lock: Callable[[], None] | None) -> None:
+    if release_lock:
+        try:
+            release_lock()
+        except Exception:  # noqa: BLE001 - the lock expires anyway; never mask the run's outcome
+            pass
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, KeyboardInterrupt):
+        return "interrupted by SIGINT"
+    if isinstance(e, StackpatchError):
+        return str(e)
+    return f"{type(e).__name__}: {rollout._short(e)}"
+
+
+def _is_unreachable(e: BaseException) -> bool:
+    return isinstance(e, TargetUnreachable) or (not isinstance(e, StackpatchError) and rollout.unreachable(e))
+
+
+def _as_fault(e: BaseException, msg: str) -> StackpatchError:
+    if isinstance(e, UserError):
+        return UserError(msg)
+    if isinstance(e, (Interrupted, KeyboardInterrupt)):
+        return Interrupted(msg)
+    return FaultError(msg)

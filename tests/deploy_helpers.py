@@ -1,0 +1,315 @@
+"""Helpers of the deploy tests: new releases of the sandbox app built and pushed for real, a request
+loop against the front, the CLI in a subprocess, and a TCP relay to the engine that can be cut.
+
+Releases are made the way the sandbox makes its own: a commit in a clone of the sandbox's origin, then
+the sandbox's build+push (same build args and OCI labels as `ship`), giving digest-pinned references.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stackpatch import git
+from stackpatch.release.model import PushedImage, Release
+from stackpatch.target.base import ImageRef
+
+CLI = str(Path(sys.executable).with_name("stackpatch"))
+
+
+def make_release(info, work: Path, version: str, edit) -> Release:
+    """Commit `edit(app_dir)` on a branch of a clone of the sandbox origin, build and push app+front."""
+    from stackpatch.sandbox import api, apprepo
+    from stackpatch.sandbox.registry import Registry
+    dst = work / version
+    app, origin = apprepo.clone(info.origin_dir, dst)
+    git.run("checkout", "-q", "-b", f"hotfix/{version}", f"{info.release}", cwd=app)
+    edit(app)
+    git.run("add", "-A", cwd=app)
+    git.run("commit", "-q", "-m", f"hotfix {version}", cwd=app)
+    git.run("push", "-q", "origin", f"hotfix/{version}", cwd=app)
+    sha = git.out("rev-parse", "HEAD", cwd=app)
+    port = int(info.registry.rsplit(":", 1)[1])
+    st = api.State(name=info.name, registry_port=port, front_port=info.front_port, base_image=info.base_image,
+                   release=version, revision=sha, images=dict(info.images))
+    refs = api._build_and_push(Registry(info.dir, port), st, info.name, origin, info.dir, info.docker_config)
+    images = {}
+    for name, ref in refs.items():
+        r = ImageRef.parse(ref)
+        images[name] = PushedImage(name, r.repository, (r.tag,), r.digest)
+    return Release(version, sha, images)
+
+
+def write_release(rel: Release, path: Path) -> Path:
+    path.write_text(json.dumps(rel.to_json()))
+    return path
+
+
+def cli(*args: str, cwd: Path | None = None, timeout: float = 300, env: dict | None = None
+        ) -> subprocess.CompletedProcess:
+    return subprocess.run([CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+
+
+def popen(*args: str, cwd: Path | None = None) -> subprocess.Popen:
+    return subprocess.Popen([CLI, *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+
+
+def version_of(front_url: str) -> dict:
+    with urllib.request.urlopen(front_url + "/version", timeout=5) as r:
+        return json.loads(r.read())
+
+
+def wait_for(pred, timeout: float, what: str, poll: float = 0.2):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def journal_records(app_dir: Path) -> list[dict]:
+    from stackpatch.release import journal as J
+    runs = sorted(J.runs_dir(app_dir).glob("*.jsonl"))
+    return J.read_records(runs[-1]) if runs else []
+
+
+def last_intent(app_dir: Path, run_no: int = 0) -> str | None:
+    """The newest step intent of the newest run, once there are more than `run_no` runs."""
+    from stackpatch.release import journal as J
+    if len(list(J.runs_dir(app_dir).glob("*.jsonl"))) <= run_no:
+        return None
+    steps = [r["step"] for r in journal_records(app_dir) if r.get("kind") == "intent" and not r.get("undo")]
+    return steps[-1] if steps else None
+
+
+@dataclass
+class Sample:
+    t: float           # seconds since the loop started
+    ok: bool
+    revision: str | None
+    error: str | None
+
+
+@dataclass
+class RequestLoop:
+    """Steady GETs of /version on the front (127.0.0.1 only), bounded in rate and duration."""
+
+    url: str
+    rate: float = 20.0
+    max_seconds: float = 240.0
+    samples: list[Sample] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _threads: list[threading.Thread] = field(default_factory=list)
+
+    def start(self) -> "RequestLoop":
+        assert self.url.startswith("http://127.0.0.1:"), "load only to 127.0.0.1"
+        self.t0 = time.monotonic()
+        workers = 4
+        for i in range(workers):
+            th = threading.Thread(target=self._run, args=(i, workers), daemon=True)
+            th.start()
+            self._threads.append(th)
+        return self
+
+    def _run(self, i: int, n: int) -> None:
+        period = n / self.rate
+        k = 0
+        while not self._stop.is_set():
+            t = time.monotonic() - self.t0
+            if t > self.max_seconds:
+                return
+            try:
+                with urllib.request.urlopen(self.url + "/version", timeout=10) as r:
+                    rev = json.loads(r.read()).get("revision")
+                    self.samples.append(Sample(t, r.status == 200, rev, None))
+            except urllib.error.HTTPError as e:
+                body = e.read().decode(errors="replace").strip()[:200]
+                self.samples.append(Sample(t, False, None, f"HTTP {e.code}: {body}"))
+            except Exception as e:  # noqa: BLE001 - every failure is recorded, never hidden
+                self.samples.append(Sample(t, False, None, f"{type(e).__name__}: {e}"))
+            k += 1
+            nxt = self.t0 + (i / n) * period + k * period
+            time.sleep(max(0.0, nxt - time.monotonic()))
+
+    def stop(self) -> list[Sample]:
+        self._stop.set()
+        for th in self._threads:
+            th.join(timeout=15)
+        return sorted(self.samples, key=lambda s: s.t)
+
+    def failures(self) -> list[Sample]:
+        return [s for s in self.samples if not s.ok]
+
+    def gaps(self) -> list[tuple[float, float, int]]:
+        """(start, end, count) of each run of consecutive failures."""
+        out: list[tuple[float, float, int]] = []
+        cur: list[Sample] = []
+        for s in sorted(self.samples, key=lambda s: s.t):
+            if not s.ok:
+                cur.append(s)
+            elif cur:
+                out.append((cur[0].t, cur[-1].t, len(cur)))
+                cur = []
+        if cur:
+            out.append((cur[0].t, cur[-1].t, len(cur)))
+        return out
+
+
+class Relay:
+    """A TCP port relayed to the Docker socket; `cut()` closes it and every connection (the target
+    becomes unreachable), `restore()` listens again on the same port."""
+
+    def __init__(self, sock_path: str = "/var/run/docker.sock"):
+        self.sock_path = sock_path
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        self.port = s.getsockname()[1]
+        s.close()
+        self._conns: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._srv: socket.socket | None = None
+
+    @property
+    def url(self) -> str:
+        return f"tcp://127.0.0.1:{self.port}"
+
+    def restore(self) -> "Relay":
+        srv = socket.socket()
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind(("127.0.0.1", self.port))
+        srv.listen(64)
+        self._srv = srv
+        threading.Thread(target=self._accept, args=(srv,), daemon=True).start()
+        return self
+
+    def _accept(self, srv: socket.socket) -> None:
+        while True:
+            try:
+                c, _ = srv.accept()
+            except OSError:
+                return
+            u = socket.socket(socket.AF_UNIX)
+            try:
+                u.connect(self.sock_path)
+            except OSError:
+                c.close()
+                continue
+            with self._lock:
+                self._conns += [c, u]
+            for a, b in ((c, u), (u, c)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def cut(self) -> None:
+        if self._srv:
+            try:
+                self._srv.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() alone does not
+            except OSError:
+                pass
+            self._srv.close()
+            self._srv = None
+        with self._lock:
+            for s in self._conns:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                    s.close()
+                except OSError:
+                    pass
+            self._conns.clear()
+
+
+# ------------------------------------------------------------------ releases shared by the whole session
+
+_RELEASES: dict[tuple[str, str], Release] = {}
+_WORK: dict[str, Path] = {}
+
+
+def _edit_good(app: Path) -> None:
+    p = app / "app" / "server.py"
+    p.write_text(p.read_text() + "# hotfix: a one-line change\n")
+
+
+def _edit_crash(app: Path) -> None:
+    p = app / "app" / "server.py"
+    text = p.read_text()
+    assert text.rstrip().endswith("main()")
+    p.write_text(text.rstrip()[: -len("main()")] + "raise SystemExit(3)  # a broken hotfix: the app cannot start\n")
+
+
+def _edit_bad_migration(app: Path) -> None:
+    (app / "migrations" / "003_broken.sql").write_text("ALTER TABLE no_such_table ADD COLUMN x int;\n")
+
+
+EDITS = {"good": ("b", _edit_good), "crash": ("c", _edit_crash), "badmig": ("d", _edit_bad_migration)}
+
+
+def release(info, kind: str) -> Release:
+    """A release of the sandbox app (built and pushed once per session): good, crash or badmig."""
+    key = (info.name, kind)
+    if key not in _RELEASES:
+        import tempfile
+        work = _WORK.setdefault(info.name, Path(tempfile.mkdtemp(prefix="stackpatch-test-releases-")))
+        letter, edit = EDITS[kind]
+        _RELEASES[key] = make_release(info, work, f"{info.release}{letter}", edit)
+    return _RELEASES[key]
+
+
+def services_json(app_dir: Path) -> dict:
+    r = cli("status", "--repo", str(app_dir), "--json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def images_now(app_dir: Path) -> dict[str, str]:
+    return {n: s["image"] for n, s in services_json(app_dir)["services"].items() if s["managed"]}
+
+
+def drop_lock(stack: str) -> None:
+    """Test teardown: remove the lock config object of a test's own stack, if a test left it, then the
+    stack itself (retrying: listing containers while the engine removes them can answer 404)."""
+    from docker.errors import APIError
+    from stackpatch.sandbox import api
+    from stackpatch.target import lock, rollout
+    client = rollout.connect("unix:///var/run/docker.sock")
+    for c in client.api.configs(filters={"name": lock.lock_name(stack)}):
+        client.api.remove_config(c["ID"])
+    for attempt in range(4):
+        try:
+            api.remove_stack(stack)
+            return
+        except APIError:
+            time.sleep(1)
+
+
+def lock_of(stack: str):
+    from stackpatch.target import lock, rollout
+    return lock.read(rollout.connect("unix:///var/run/docker.sock"), stack)

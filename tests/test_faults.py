@@ -1,0 +1,175 @@
+"""Faults 1-6 of the deploy, each on its own fork of the sandbox, each ending with nothing lost:
+every service on a known, recorded image, the lock released (or held for `resume`), the journal
+saying where the run stopped."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import pytest
+
+from deploy_helpers import (Relay, RequestLoop, cli, drop_lock, images_now, journal_records, last_intent,
+                            lock_of, popen, release, services_json, version_of, wait_for, write_release)
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture
+def dfork(fork):
+    try:
+        yield fork
+    finally:
+        drop_lock(fork.stack)
+
+
+def _states(app_dir) -> list[str]:
+    return [r["state"] for r in journal_records(app_dir) if r["kind"] == "state"]
+
+
+def _intents(app_dir) -> list[str]:
+    return [r["step"] for r in journal_records(app_dir) if r["kind"] == "intent" and not r.get("undo")]
+
+
+def test_fault1_crashing_image_fails_the_canary_and_rolls_back_while_old_serves(sandbox, dfork, tmp_path):
+    rel = release(sandbox, "crash")
+    before = images_now(dfork.app_dir)
+    loop = RequestLoop(dfork.front_url).start()
+    t0 = time.monotonic()
+    r = cli("deploy", "--repo", str(dfork.app_dir), "--release", str(write_release(rel, tmp_path / "r.json")), "--yes")
+    took = time.monotonic() - t0
+    samples = loop.stop()
+    assert r.returncode == 1, r.stderr
+    err = r.stderr.strip().splitlines()[-1]
+    assert err.startswith("stackpatch: error: ") and "phpfiles" in err and "rolled back" in err
+    assert images_now(dfork.app_dir) == before
+    assert _intents(dfork.app_dir) == ["update:phpfiles"]  # no later wave ran
+    assert _states(dfork.app_dir)[-1] == "rolled-back"
+    assert lock_of(dfork.stack) is None
+    # the old version served throughout
+    assert samples and not loop.failures(), (loop.gaps(), loop.failures()[:3])
+    assert {s.revision for s in samples} == {sandbox.revision}
+    print(f"\ncrash on the canary detected and rolled back in {took:.1f}s, {len(samples)} requests, 0 failed")
+
+
+def test_fault2_failing_migration_rolls_back_the_canary_and_stops(sandbox, dfork, tmp_path):
+    rel = release(sandbox, "badmig")
+    before = services_json(dfork.app_dir)["services"]
+    r = cli("deploy", "--repo", str(dfork.app_dir), "--release", str(write_release(rel, tmp_path / "r.json")), "--yes")
+    assert r.returncode == 1, r.stderr
+    assert "release command" in r.stderr and "exited 1" in r.stderr and "rolled back" in r.stderr
+    assert "003_broken" in r.stderr  # the migration's own output was streamed
+    after = services_json(dfork.app_dir)["services"]
+    for name in ("phpfiles", "phpha", "web"):
+        assert after[name]["image"] == before[name]["image"]
+        assert after[name]["version"] == before[name]["version"]
+    assert _intents(dfork.app_dir) == ["update:phpfiles", "gate:canary", "migrate"]
+    assert _states(dfork.app_dir)[-1] == "rolled-back"
+    assert lock_of(dfork.stack) is None
+    assert version_of(dfork.front_url)["revision"] == sandbox.revision
+
+
+def test_fault3_sigint_in_wave2_rolls_back_and_fault5_second_ship_is_refused(sandbox, dfork, tmp_path):
+    rel = release(sandbox, "good")
+    rf = write_release(rel, tmp_path / "r.json")
+    before = images_now(dfork.app_dir)
+    p = popen("deploy", "--repo", str(dfork.app_dir), "--release", str(rf), "--yes")
+    try:
+        wait_for(lambda: lock_of(dfork.stack), 60, "the lock")
+        # fault 5: a second ship while this one runs
+        second = cli("deploy", "--repo", str(dfork.app_dir), "--release", str(rf), "--yes")
+        assert second.returncode == 2
+        assert "is locked by" in second.stderr and "run " in second.stderr
+        wait_for(lambda: last_intent(dfork.app_dir) == "update:phpha", 240, "wave 2")
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=300)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 1, err
+    assert "interrupted by SIGINT" in err and "rolled back" in err
+    assert images_now(dfork.app_dir) == before
+    assert lock_of(dfork.stack) is None
+    recs = journal_records(dfork.app_dir)
+    failed = [r for r in recs if r["kind"] == "result" and not r.get("ok") and not r.get("undo")]
+    assert failed and failed[-1]["step"] == "update:phpha" and "SIGINT" in failed[-1]["detail"]
+    assert _states(dfork.app_dir)[-1] == "rolled-back"
+    assert version_of(dfork.front_url)["revision"] == sandbox.revision
+
+
+def test_fault4_kill9_in_wave2_then_abort_restores_or_resume_completes(sandbox, dfork, tmp_path):
+    rel = release(sandbox, "good")
+    rf = write_release(rel, tmp_path / "r.json")
+    before = images_now(dfork.app_dir)
+    repo = str(dfork.app_dir)
+
+    def start_and_kill(run_no: int):
+        p = popen("deploy", "--repo", repo, "--release", str(rf), "--yes")
+        try:
+            wait_for(lambda: last_intent(dfork.app_dir, run_no) == "update:phpha", 240, "wave 2")
+        finally:
+            p.send_signal(signal.SIGKILL)
+            p.communicate(timeout=30)
+
+    start_and_kill(0)
+    held = lock_of(dfork.stack)
+    run_id = journal_records(dfork.app_dir)[0]["run_id"]
+    assert held is not None and held.run_id == run_id  # the lock stays (it expires after lock_ttl)
+    # a new ship is refused while the run is unfinished
+    r = cli("deploy", "--repo", repo, "--release", str(rf), "--yes")
+    assert r.returncode == 2 and "did not finish" in r.stderr and "resume" in r.stderr
+    r = cli("status", "--repo", repo, "--json")
+    assert json.loads(r.stdout)["last_run"]["state"] == "running"
+    # abort: back to the previous images, lock released
+    r = cli("abort", "--repo", repo, "--yes", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["state"] == "aborted"
+    assert images_now(dfork.app_dir) == before and lock_of(dfork.stack) is None
+    assert version_of(dfork.front_url)["revision"] == sandbox.revision
+
+    # again, and this time resume completes it
+    start_and_kill(1)
+    assert lock_of(dfork.stack) is not None
+    r = cli("resume", "--repo", repo, "--yes", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["state"] == "deployed"
+    now = services_json(dfork.app_dir)["services"]
+    for name, img in (("phpfiles", "app"), ("phpha", "app"), ("web", "front")):
+        assert now[name]["digest"] == rel.images[img].digest and now[name]["version"] == rel.version
+    assert version_of(dfork.front_url)["revision"] == rel.revision
+    assert lock_of(dfork.stack) is None
+    r = cli("resume", "--repo", repo, "--yes")
+    assert r.returncode == 2 and "nothing to resume" in r.stderr
+
+
+def test_fault6_target_unreachable_mid_run_then_resume(sandbox, dfork, tmp_path):
+    rel = release(sandbox, "good")
+    rf = write_release(rel, tmp_path / "r.json")
+    relay = Relay().restore()
+    cfg = dfork.app_dir / "stackpatch.toml"
+    text = cfg.read_text()
+    cfg.write_text(text.replace('docker_host = "', f'docker_host = "{relay.url}"  # was "', 1)
+                   if 'docker_host = "' in text else text.replace("[target]\n", f'[target]\ndocker_host = "{relay.url}"\n', 1))
+    repo = str(dfork.app_dir)
+    p = popen("deploy", "--repo", repo, "--release", str(rf), "--yes")
+    try:
+        wait_for(lambda: last_intent(dfork.app_dir) == "update:phpha", 240, "wave 2")
+        relay.cut()
+        out, err = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 1, err
+    last = err.strip().splitlines()[-1]
+    assert "target stopped answering" in last and "stackpatch resume" in last
+    assert lock_of(dfork.stack) is not None  # nothing could be released or undone
+    r = cli("resume", "--repo", repo, "--yes")
+    assert r.returncode == 2 and "does not answer" in r.stderr  # still down: one clear line
+    relay.restore()
+    r = cli("resume", "--repo", repo, "--yes", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["state"] == "deployed"
+    assert version_of(dfork.front_url)["revision"] == rel.revision
+    assert lock_of(dfork.stack) is None
+    relay.cut()
