@@ -10,6 +10,15 @@ from stackpatch.errors import EngineError
 from stackpatch.target.swarm import SwarmTarget
 
 
+def has_target(root: Path) -> bool:
+    """Does the repo's stackpatch.toml name a target? (A repo may use stackpatch for git-flow only.)"""
+    path = root / config_mod.CONFIG_NAME
+    try:
+        return "target" in tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError):
+        return path.is_file()  # a broken file: let config.load say what is wrong
+
+
 def deployed_version(root: Path) -> tuple[str | None, str]:
     """(version running on the configured target, why) — (None, why) when there is no target to ask.
 
@@ -18,14 +27,8 @@ def deployed_version(root: Path) -> tuple[str | None, str]:
     target whose services disagree raises, as `plan` does: the user must pick with --from.
     """
     path = root / config_mod.CONFIG_NAME
-    if not path.is_file():
-        return None, "no stackpatch.toml"
-    try:
-        raw = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, OSError):
-        raw = {}
-    if "target" not in raw:
-        return None, "no [target] in stackpatch.toml"
+    if not has_target(root):
+        return None, "no [target] in stackpatch.toml" if path.is_file() else "no stackpatch.toml"
     cfg = config_mod.load(path)
     try:
         version, revision = SwarmTarget.from_config(cfg).deployed_release(cfg)
