@@ -426,7 +426,7 @@ def down(dir: Path, all: bool = False) -> dict[str, Any]:
 
 def fork(info: SandboxInfo, dst: Path, stack: str, timeout: float = 180) -> Fork:
     """An independent copy for one test: new bare origin + clone (same history and tags) under dst, its
-    stackpatch.toml rewritten for `stack` and a new free front port (the edit is hidden from `git status`
+    stackpatch.toml rewritten for `stack`, its own registry namespace and a new free front port (the edit is hidden from `git status`
     with `git update-index --skip-worktree`, the committed file is unchanged), and `stack` deployed from
     the already pushed release images, healthy and migrated."""
     if not STACK_RE.match(stack):
@@ -441,6 +441,9 @@ def fork(info: SandboxInfo, dst: Path, stack: str, timeout: float = 180) -> Fork
     text = cfg.read_text()
     text = re.sub(r'(?m)^stack = ".*"$', f'stack = "{stack}"', text, count=1)
     text = re.sub(r'(?m)^front_url = ".*"$', f'front_url = "{front_url}"', text, count=1)
+    # its own registry namespace: tags are never reused, so two forks shipping the same version
+    # (26.11.1b) must not share repositories; the running 26.11.1 images stay the sandbox's
+    text = re.sub(r'(?m)^namespace = ".*"$', f'namespace = "{stack.lower()}"', text, count=1)
     cfg.write_text(text)
     git.run("update-index", "--skip-worktree", "stackpatch.toml", cwd=app)
     st = State(name=info.name, registry_port=int(info.registry.rsplit(":", 1)[1]), front_port=port,
