@@ -31,7 +31,10 @@ def test_deploy_then_status_history_purge_and_rollback_to_the_recorded_release(s
     try:
         with (dfork.app_dir / "stackpatch.toml").open("a") as f:  # skip-worktree: the commit is unchanged
             f.write(f'\n[cdn]\nzone = "{cf.zone}"\napi_url = "{cf.api_url}"\ntoken_env = "SP_TEST_CF_TOKEN"\n'
-                    'retries = 1\n')
+                    'retries = 1\n'
+                    # a command check inside the canary, part of its gate
+                    '\n[[target.checks]]\nname = "canary runs the release"\nservice = "phpfiles"\n'
+                    'command = ["sh", "-c", "test \\"$APP_REVISION\\" = {revision}"]\n')
         t0 = time.monotonic()
         # a wrong token: Cloudflare answers 401; the release is deployed all the same, the purge is not
         r = cli("deploy", "--repo", repo, "--release", str(write_release(rel, tmp_path / "r.json")), "--yes",
@@ -53,9 +56,16 @@ def test_deploy_then_status_history_purge_and_rollback_to_the_recorded_release(s
         cf.stop()
     journal = "".join(p.read_text() for p in (dfork.app_dir / ".stackpatch" / "runs").glob("*.jsonl"))
     assert cf.token not in journal and "wrong-token-value" not in journal
+    from stackpatch.config import read_env_file
+    secrets = [v for k, v in read_env_file(sandbox.registry_env_file).items() if "PASSWORD" in k and v]
+    assert secrets  # the registry password the deploy passed on as X-Registry-Auth
+    labels = json.dumps(services_json(dfork.app_dir))
+    for secret in secrets:
+        assert secret not in journal and secret not in deploy_err and secret not in labels
     assert res["version"] == rel.version and res["from_version"] == sandbox.release
     assert list(res["timings"])[:3] == ["update:phpfiles", "gate:canary", "migrate"]
     assert "│ migrate: schema public" in deploy_err  # the release command's output, streamed
+    assert "check canary runs the release: ok" in deploy_err
 
     st = services_json(dfork.app_dir)
     for name, img in (("phpfiles", "app"), ("phpha", "app"), ("web", "front")):
