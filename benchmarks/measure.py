@@ -19,10 +19,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import loadgen, schema  # noqa: E402
@@ -70,7 +71,8 @@ def serving_since(samples: Sequence[loadgen.Sample], revision: str, after: float
 async def measure(url: str, argv: Sequence[str], out_dir: Path, name: str, *, rate: float = 100.0,
                   before: float = 3.0, after: float = 5.0, revision: str | None = None,
                   phases_file: Path | None = None, timeout: float = 2.0, max_duration: float = 3600.0,
-                  title: str | None = None) -> dict[str, Any]:
+                  title: str | None = None, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """`env` is added to the command's environment (secrets go there, never in `argv`: argv is recorded)."""
     loadgen.check_url(url)
     out_dir.mkdir(parents=True, exist_ok=True)
     stop = asyncio.Event()
@@ -80,7 +82,8 @@ async def measure(url: str, argv: Sequence[str], out_dir: Path, name: str, *, ra
         await asyncio.sleep(before)
         t_start = time.time()
         with open(out_dir / f"{name}.log", "wb") as log:
-            proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, stderr=log)
+            proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, stderr=log,
+                                                        env={**os.environ, **(env or {})})
             lines = []
             assert proc.stdout is not None
             async for raw in proc.stdout:

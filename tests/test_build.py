@@ -101,9 +101,11 @@ def verify_stack_gone(res: subprocess.CompletedProcess) -> None:
     assert services == [] and volumes == [], (stack, services, volumes)
 
 
-def test_ship_without_until_refuses_the_unwired_deploy_half(tmp_path):
-    res = subprocess.run([CLI, "ship", "--yes"], cwd=tmp_path, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    assert_one_line_refusal(res, 2, r"deploy half of `ship` is not wired in this build.*--until pushed")
+def test_ship_pause_without_a_terminal_refuses_before_anything(tmp_path):
+    res = subprocess.run([CLI, "ship", "--pause"], cwd=tmp_path, capture_output=True, text=True,
+                         stdin=subprocess.DEVNULL)
+    assert_one_line_refusal(res, 2, r"--pause asks a person.*no terminal.*--yes")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.docker

@@ -144,6 +144,14 @@ def test_500_forever_fails_after_the_retries(fake_cloudflare):
     assert "HTTP 503 after 4 attempts" in str(e.value) and "0 of 1 tags purged" in str(e.value)
 
 
+def test_200_without_success_is_a_failure_not_retried(fake_cloudflare):
+    fake_cloudflare.fail_next(1, status=200, errors=[{"code": 1001, "message": "purge refused"}])
+    with pytest.raises(PurgeError) as e:
+        purger(fake_cloudflare).purge("everything")
+    assert fake_cloudflare.requests == 1 and "without a successful Cloudflare envelope" in str(e.value)
+    assert e.value.result.errors == ["1001: purge refused"]
+
+
 def test_a_dropped_connection_is_retried(fake_cloudflare):
     fake_cloudflare.fail_next(2, status=0)  # the server closes without answering
     result = purger(fake_cloudflare, sleep=Waits()).purge("everything")

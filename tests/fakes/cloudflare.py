@@ -123,7 +123,7 @@ class FakeCloudflare:
     # ---- the API --------------------------------------------------------------------------------
     def _reply(self, h: BaseHTTPRequestHandler, status: int, result: Any = None, errors: list | None = None,
                headers: dict[str, str] | None = None) -> None:
-        data = json.dumps({"success": status == 200, "errors": errors or [], "messages": [],
+        data = json.dumps({"success": status == 200 and not errors, "errors": errors or [], "messages": [],
                            "result": result}).encode()
         h.send_response(status)
         h.send_header("Content-Type", "application/json")

@@ -126,6 +126,8 @@ class CloudflarePurger:
             errors = self._errors(envelope)
             retryable = status is None or status == 429 or status >= 500
             what = f"HTTP {status}" if status is not None else problem
+            if status is not None and 200 <= status < 300:
+                what = f"HTTP {status} without a successful Cloudflare envelope"
             if retryable and attempt < self.retries:
                 wait = self._wait(headers, attempt)
                 attempt += 1

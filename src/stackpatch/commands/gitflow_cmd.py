@@ -28,7 +28,8 @@ def start_cmd(version: str | None, from_release: str | None, no_push: bool, repo
     """Start hotfix/VERSION from the release that runs.
 
     \b
-    The base is --from RELEASE, else the newest release tag reachable from master
+    The base is --from RELEASE, else the release running on the target of stackpatch.toml
+    (read from the stack's labels), else the newest release tag reachable from master
     (by version order). Without VERSION it takes the next free hotfix letter of that
     release: 26.11.1 -> 26.11.1b, then c, d ... A letter is taken when a branch or tag of
     that name exists locally or on the remote (fetched first). After z it refuses: pass
@@ -39,7 +40,17 @@ def start_cmd(version: str | None, from_release: str | None, no_push: bool, repo
     branch (local or remote), a second open hotfix unless `git config gitflow.multi-hotfix true`.
     Records gitflow.branch.hotfix/VERSION.base like git-flow AVH, and pushes with upstream.
     """
-    res = gitflow.start(repo, version, from_release, push=not no_push, progress=ui.step)
+    deployed = None
+    if not from_release:
+        from stackpatch import git
+        from stackpatch.target.discover import deployed_version
+        deployed, why = deployed_version(git.toplevel(repo))
+        if deployed:
+            ui.step(f"deployed release: {deployed} ({why})")
+        elif why.startswith("target unreachable"):
+            ui.warn(f"{why}; starting from the newest release on master instead (or pass --from)")
+    res = gitflow.start(repo, version, from_release, push=not no_push, deployed_version=deployed,
+                        progress=ui.step)
     if as_json:
         ui.emit_json(res)
         return
@@ -63,8 +74,10 @@ def start_cmd(version: str | None, from_release: str | None, no_push: bool, repo
 @click.option("--abort", "abort_", is_flag=True, help="Undo the local merges and tag of an unpushed finish.")
 @REPO
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--force", is_flag=True,
+              help="Finish even though no successful ship of this hotfix is recorded in the journal.")
 def finish_cmd(no_push: bool, keep_branch: bool, message: str | None, cont: bool, abort_: bool,
-               repo: str | None, as_json: bool) -> None:
+               repo: str | None, as_json: bool, force: bool) -> None:
     """Finish the hotfix checked out: like `git flow hotfix finish -F -p`, but safe.
 
     \b
@@ -78,6 +91,11 @@ def finish_cmd(no_push: bool, keep_branch: bool, message: str | None, cont: bool
     undone (nothing pushed), with the files listed: fix it on the hotfix branch and run
     finish again, or run `finish --continue` to redo the merge in place, resolve, `git add`,
     and `finish --continue` again. `finish --abort` undoes the local merges and tag.
+
+    \b
+    When stackpatch.toml has a [target], finish refuses a hotfix that no successful
+    `stackpatch ship` recorded in .stackpatch/runs (so an untested fix never reaches master
+    by accident); --force finishes anyway.
     """
     if cont and abort_:
         raise click.UsageError("--continue and --abort exclude each other")
@@ -90,6 +108,8 @@ def finish_cmd(no_push: bool, keep_branch: bool, message: str | None, cont: bool
             ui.ok(line)
         ui.info(f"You are on {res['on']}.")
         return
+    if not force and not cont:
+        _require_shipped(repo)
     res = gitflow.finish(repo, push=not no_push, keep_branch=keep_branch, message=message, cont=cont,
                          progress=ui.step)
     if as_json:
@@ -127,3 +147,23 @@ def list_cmd(repo: str | None, as_json: bool) -> None:
                      f"{len(r['commits'])} commit{'s' if len(r['commits']) != 1 else ''})", markup=False)
         for c in r["commits"]:
             ui.out.print(f"    {c['sha']} {c.get('subject', '')}", markup=False)
+
+
+def _require_shipped(repo: str | None) -> None:
+    """Refuse to finish a hotfix the journal has no successful ship of, when there is a target."""
+    from stackpatch import git
+    from stackpatch.errors import UserError
+    from stackpatch.release import history
+    from stackpatch.target.discover import has_target
+    root = git.toplevel(repo)
+    if not has_target(root):
+        return
+    prefix = gitflow.load_settings(root).hotfix_prefix
+    branch = git.current_branch(root) or ""
+    if not branch.startswith(prefix):
+        return  # finish itself says what is wrong
+    version = branch[len(prefix):]
+    if history.shipped(root, version):
+        return
+    raise UserError(f"{version} was never shipped successfully (no deployed run in .stackpatch/runs): "
+                    "run `stackpatch ship` first, or pass --force to finish it anyway")

@@ -73,27 +73,38 @@ def plan_cmd(as_json: bool, ref: str | None, allow_mixed: bool, config_path: str
 @click.command("ship")
 @click.option("--until", type=click.Choice(["pushed"]), default=None,
               help="Stop after this step: `pushed` = built, verified and pushed, nothing deployed.")
+@click.option("--pause", is_flag=True, help="After the canary wave, wait for a person to check inside it "
+                                            "(the routine's double-check); needs a terminal.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (required when stdin is not a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the resulting release (digests, tags, timings) as JSON.")
 @_ref_opt
 @_mixed_opt
 @_config_opt
-def ship_cmd(until: str | None, yes: bool, as_json: bool, ref: str | None, allow_mixed: bool,
+def ship_cmd(until: str | None, pause: bool, yes: bool, as_json: bool, ref: str | None, allow_mixed: bool,
              config_path: str | None) -> None:
-    """Build, verify and push the hotfix; then (later) deploy it.
+    """Ship the pushed hotfix: build, verify, push, then patch the running stack.
 
     \b
-    With --until pushed:
-      1. preflight and plan (as `stackpatch plan`);
+      1. preflight and plan (as `stackpatch plan`): refuses unpushed or dirty code;
       2. sync a clean build dir (a cached clone of the remote at exactly the pushed sha);
       3. build every image (BuildKit when available), tagged git-commit-<sha7> and the version,
          labelled org.opencontainers.image.revision/version/source/created; the log file is printed;
       4. verify the exact images in a throwaway local stack, then tear it down;
-      5. push, read the digest, cross-check it with the registry.
-    A failure before the push pushes nothing; nothing is deployed in this mode.
+      5. push, read the digest, cross-check it with the registry;
+      --until pushed stops here: nothing is deployed.
+      6. take the lock on the target and roll out in waves, canary first, each service pinned
+         to repo:tag@sha256:digest; the release phase (migrations) runs once after the canary;
+      7. any failure or Ctrl-C rolls every changed service back to its recorded previous image;
+      8. purge the CDN; release the lock. Journal: .stackpatch/runs/<run-id>.jsonl.
+
+    \b
+    An interrupted run: `stackpatch resume` or `stackpatch abort`. Then: `stackpatch finish`.
+    Needs --yes when stdin is not a terminal. Exit 2: refused, nothing changed; exit 1: a fault
+    (rolled back; the journal says where the run stopped).
     """
-    if until != "pushed":
-        raise UserError("the deploy half of `ship` is not wired in this build: run `stackpatch ship --until pushed`")
+    if pause and not ui.is_tty() and not yes:
+        raise UserError("--pause asks a person to check the canary, and there is no terminal: "
+                        "run it interactively or pass --yes to skip the pause")
     from stackpatch.release.build_half import plan_for, run_build_half
     cfg = config_mod.load(config_path)
     snap, plan = plan_for(cfg, ref, allow_mixed)
@@ -102,10 +113,18 @@ def ship_cmd(until: str | None, yes: bool, as_json: bool, ref: str | None, allow
     if not yes:
         if not ui.is_tty():
             raise UserError("ship changes the registry and needs confirmation: stdin is not a terminal, so pass --yes")
-        if not click.confirm(f"ship {plan.version} ({plan.revision[:7]}) up to the push?", default=False):
+        what = "up to the push" if until == "pushed" else f"to stack {cfg.target.stack}"
+        if not click.confirm(f"ship {plan.version} ({plan.revision[:7]}) {what}?", default=False, err=True):
             raise UserError("not confirmed: nothing was changed")
     result = run_build_half(cfg, plan, snap)
-    # The deploy half continues here: stackpatch.release.deploy.deploy(cfg, result.release, ...)
+    if until != "pushed":
+        from stackpatch.release.deploy import deploy
+        run = deploy(cfg, result.release, yes=True, pause=pause, progress=ui.step, build_timings=result.timings)
+        if as_json:
+            ui.emit_json({**result.to_json(), "run": run.to_json()})
+        else:
+            _report_ship(result, run)
+        return
     if as_json:
         ui.emit_json(result.to_json())
     else:
@@ -113,3 +132,14 @@ def ship_cmd(until: str | None, yes: bool, as_json: bool, ref: str | None, allow
             ui.out.print(f"{i.name}: {i.ref} ({i.bytes_pushed} bytes pushed)", markup=False)
         if result.log_path:
             ui.out.print(f"build log: {result.log_path}", markup=False)
+
+
+def _report_ship(result, run) -> None:
+    from stackpatch.commands.deploy_cmd import _report
+    for i in result.release.images.values():
+        ui.out.print(f"{i.name}: {i.ref} ({i.bytes_pushed} bytes pushed)", markup=False)
+    if result.log_path:
+        ui.info(f"build log: {result.log_path}")
+    for k, v in result.timings.items():
+        ui.info(f"  {k:<24} {v:6.1f}s")
+    _report(run, as_json=False)

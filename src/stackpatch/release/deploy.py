@@ -126,8 +126,11 @@ def _release_lock(client, stack: str, run_id: str) -> Callable[[], None]:
 
 # ------------------------------------------------------------------ deploy (ship's second half)
 
-def deploy(cfg, release: Release, *, yes: bool, pause: bool, progress: Progress | None = None) -> RunResult:
-    """Roll `release` out to the stack in waves, with the release phase, gates, rollback and purge."""
+def deploy(cfg, release: Release, *, yes: bool, pause: bool, progress: Progress | None = None,
+           build_timings: dict[str, float] | None = None) -> RunResult:
+    """Roll `release` out to the stack in waves, with the release phase, gates, rollback and purge.
+
+    build_timings: the build half's phases (seconds) when `ship` ran it, kept in the run-start record."""
     progress = _progress(progress)
     if pause and not ui.is_tty() and not yes:
         raise UserError("--pause asks a person to check the canary, and there is no terminal: "
@@ -143,7 +146,8 @@ def deploy(cfg, release: Release, *, yes: bool, pause: bool, progress: Progress 
         jr = J.Journal.create(repo_root(cfg), run_id)
         jr.append("run-start", **_start_record(cfg, run_id=run_id, op="deploy", version=release.version,
                                                revision=release.revision, from_version=from_version,
-                                               from_revision=from_revision, steps=steps, release=release))
+                                               from_revision=from_revision, steps=steps, release=release),
+                  build_timings=build_timings or {})
     except BaseException:
         lock_mod.release(client, stack, run_id)
         raise

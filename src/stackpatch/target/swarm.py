@@ -143,18 +143,9 @@ class SwarmTarget:
         return TargetState(stack=self.stack, services=dict(sorted(out.items())), lock=self.read_lock())
 
     def read_lock(self) -> LockInfo | None:
-        """The deploy half's lock (target/lock.py) when that module is present; None otherwise."""
-        try:
-            from stackpatch.target import lock as lock_mod  # type: ignore[attr-defined]
-        except ImportError:
-            return None
-        reader = getattr(lock_mod, "read_lock", None)
-        if reader is None:
-            return None
-        try:
-            return reader(self.client, self.stack)
-        except Exception:  # noqa: BLE001  (the lock is informational for the build half)
-            return None
+        """The deploy lock held on this stack (target/lock.py), or None."""
+        from stackpatch.target import lock as lock_mod
+        return lock_mod.read(self.client, self.stack)
 
     def deployed_release(self, cfg: Config, allow_mixed: bool = False,
                          state: TargetState | None = None) -> tuple[str | None, str]:

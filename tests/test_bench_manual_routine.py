@@ -1,0 +1,72 @@
+"""The manual-routine contender of the benchmark, end to end on a sandbox fork (real registry, swarm,
+docker build/push/service update/exec), under light load. It checks the script does the routine; the
+figures themselves are the benchmark's to report, not asserted here."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from benchmarks import measure, schema
+from stackpatch import git
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "benchmarks" / "manual_routine.sh"
+
+
+def _env_file(path: Path) -> dict[str, str]:
+    out = {}
+    for line in path.read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            k, v = line.split("=", 1)
+            out[k.strip()] = v.strip()
+    return out
+
+
+@pytest.mark.docker
+def test_manual_routine_script_patches_a_sandbox_fork_under_load(request, tmp_path):
+    built: list[str] = []  # images the script builds; removed after the fork's stack is gone (LIFO finalizers)
+    try:
+        sandbox = request.getfixturevalue("sandbox")
+        request.addfinalizer(lambda: built and subprocess.run(["docker", "image", "rm", *built], capture_output=True))
+        fork = request.getfixturevalue("fork")
+    except pytest.FixtureLookupError:
+        pytest.skip("needs the sandbox fixtures (tests/conftest.py of the sandbox branch)")
+    app = Path(fork.app_dir)
+    git.run("checkout", "--quiet", "-b", "hotfix/26.11.1b", "26.11.1", cwd=app)
+    server = app / "app" / "server.py"
+    server.write_text(server.read_text() + "# one-line hotfix\n")
+    git.run("-c", "user.name=bench", "-c", "user.email=bench@example.invalid", "commit", "--quiet", "-am",
+            "one-line hotfix", cwd=app)
+    git.run("push", "--quiet", "origin", "hotfix/26.11.1b", cwd=app)
+    sha = git.out("rev-parse", "HEAD", cwd=app)
+
+    creds = _env_file(Path(sandbox.registry_env_file))
+    env_user = next(v for k, v in creds.items() if k.endswith("_USER"))
+    env_pass = next(v for k, v in creds.items() if k.endswith("_PASSWORD"))
+    argv = ["bash", str(SCRIPT),
+            "--repo", str(fork.origin_dir), "--ref", "hotfix/26.11.1b", "--version", "26.11.1b",
+            "--registry", f"{sandbox.registry}/{sandbox.name}", "--stack", fork.stack,
+            "--base-image", sandbox.base_image]
+    built += [f"{sandbox.registry}/{sandbox.name}/{image}:git-commit-{sha[:7]}" for image in ("app", "front")]
+    figures = asyncio.run(measure.measure(f"{fork.front_url}/version", argv, tmp_path / "out", "manual_routine",
+                                          rate=20, before=1.0, after=2.0, max_duration=600,
+                                          env={"REGISTRY_USER": env_user, "REGISTRY_PASSWORD": env_pass}))
+    log = (tmp_path / "out" / "manual_routine.log").read_text()
+    assert figures["exit_code"] == 0, log[-2000:]
+    leaked = env_pass in log or env_pass in json.dumps(figures)
+    assert not leaked, "the registry password is in the log or the figures"
+    assert figures["revision"] == sha and figures["new_revision_served"]
+    assert list(figures["phases"]) == ["lookup", "clone", "build:app", "build:front", "push:app", "push:front",
+                                       "deploy:phpfiles", "deploy:phpha", "deploy:web", "migrations"]
+    schema.Contender.model_validate(figures)
+    for svc, image in (("phpfiles", "app"), ("phpha", "app"), ("web", "front")):
+        ref = subprocess.run(["docker", "service", "inspect", "--format",
+                              "{{.Spec.TaskTemplate.ContainerSpec.Image}}", f"{fork.stack}_{svc}"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        assert ref.startswith(f"{sandbox.registry}/{sandbox.name}/{image}:git-commit-{sha[:7]}"), ref
+    assert "migrate:" in log
