@@ -29,7 +29,11 @@ def test_deploy_then_status_history_purge_and_rollback_to_the_recorded_release(s
     before = services_json(dfork.app_dir)["services"]
     cf = FakeCloudflare().start()
     try:
-        with (dfork.app_dir / "stackpatch.toml").open("a") as f:  # skip-worktree: the commit is unchanged
+        toml = dfork.app_dir / "stackpatch.toml"  # skip-worktree: the committed file is unchanged
+        text = toml.read_text()
+        assert text.count('when = "after-canary"\n') == 1
+        toml.write_text(text.replace('when = "after-canary"\n', 'when = "after-canary"\ntenants = ["alpha", "beta"]\n'))
+        with toml.open("a") as f:
             f.write(f'\n[cdn]\nzone = "{cf.zone}"\napi_url = "{cf.api_url}"\ntoken_env = "SP_TEST_CF_TOKEN"\n'
                     'retries = 1\n'
                     # a command check inside the canary, part of its gate
@@ -63,8 +67,10 @@ def test_deploy_then_status_history_purge_and_rollback_to_the_recorded_release(s
     for secret in secrets:
         assert secret not in journal and secret not in deploy_err and secret not in labels
     assert res["version"] == rel.version and res["from_version"] == sandbox.release
-    assert list(res["timings"])[:3] == ["update:phpfiles", "gate:canary", "migrate"]
-    assert "│ migrate: schema public" in deploy_err  # the release command's output, streamed
+    # the release phase once per tenant (the routine's DATA profiles), from the new image, output streamed
+    assert list(res["timings"])[:4] == ["update:phpfiles", "gate:canary", "migrate:alpha", "migrate:beta"]
+    assert "(DATA=alpha)" in deploy_err and "(DATA=beta)" in deploy_err
+    assert "│ migrate: schema alpha" in deploy_err and "│ migrate: schema beta" in deploy_err
     assert "check canary runs the release: ok" in deploy_err
 
     st = services_json(dfork.app_dir)
