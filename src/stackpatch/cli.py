@@ -30,9 +30,18 @@ def main() -> None:
     """Patch a running Docker Swarm stack from a git-flow hotfix branch.
 
     \b
-    The routine, one command per step:
-      stackpatch sandbox up        a local world to try it on (registry, swarm, example app)
-      stackpatch config check      validate stackpatch.toml, show it resolved (secrets masked)
+    The routine, run in your app's repo:
+      stackpatch start            hotfix/YY.MM.Rx from the release running on the stack
+      (commit the fix, git push)  only pushed code ships
+      stackpatch plan             what ship would do; changes nothing
+      stackpatch ship --yes       build, verify, push, canary, migrations, the rest, CDN purge;
+                                  any failure rolls back to the exact previous images
+      stackpatch status|history   what runs now; every run recorded
+      stackpatch finish           merge into master and develop, tag, one atomic push
+
+    \b
+    Trying it: `stackpatch sandbox up` builds a local world (registry, swarm, example app).
+    Exit status: 0 done, 1 a fault mid-run (see the journal), 2 refused (nothing changed).
     """
 
 

@@ -346,6 +346,15 @@ def find_config(start: Path | None = None) -> Path | None:
     return None
 
 
+def _read_toml(p: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{p}: cannot read: {e}") from None
+
+
 def load(path: str | Path | None = None) -> Config:
     """Load and validate stackpatch.toml (a file path, a directory, or found from the cwd upwards)."""
     if path is None:
@@ -359,12 +368,7 @@ def load(path: str | Path | None = None) -> Config:
             p = p / CONFIG_NAME
     if not p.is_file():
         raise ConfigError(f"{p}: no such file: create it (see docs/config.md) or pass the right path")
-    try:
-        raw = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: not valid TOML: {e}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: cannot read: {e}") from None
+    raw = _read_toml(p)
     try:
         cfg = Config.model_validate(raw)
     except ValidationError as e:
@@ -383,12 +387,7 @@ def load_git_settings(repo_root: str | Path) -> GitConfig | None:
     p = Path(repo_root) / CONFIG_NAME
     if not p.is_file():
         return None
-    try:
-        raw = tomllib.loads(p.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: not valid TOML: {e}") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{p}: cannot read: {e}") from None
+    raw = _read_toml(p)
     table = raw.get("git", {})
     if not isinstance(table, dict):
         raise ConfigError(f"{p}: git: must be a table ([git])")

@@ -38,7 +38,8 @@ def up_cmd(dir_: str, name: str, registry_port: int | None, as_json: bool) -> No
     """Bring the sandbox up. Idempotent: a second run reuses what is there and rebuilds nothing.
 
     Progress, with timings, goes to stderr. Ends when the stack is at full healthy replicas and
-    the front answers /version with release 26.11.1 and the full sha of its tag.
+    the front answers /version with release 26.11.1 and the full sha of its tag (or, when
+    stackpatch has patched the stack since, with the release it runs: `up` leaves it as it is).
     """
     from stackpatch.sandbox import api
     info = api.up(Path(dir_), name=name, registry_port=registry_port)
@@ -47,7 +48,8 @@ def up_cmd(dir_: str, name: str, registry_port: int | None, as_json: bool) -> No
         return
     what = f"built {', '.join(info.built)}" if info.built else "rebuilt nothing"
     ui.ok(f"sandbox up in {info.seconds:.1f}s ({what}; reused {len(info.reused)} things)")
-    ui.out.print(f"front {info.front_url} serves {info.release} ({info.revision}); stack {info.stack}; "
+    serving = info.serving or {"release": info.release, "revision": info.revision}
+    ui.out.print(f"front {info.front_url} serves {serving['release']} ({serving['revision']}); stack {info.stack}; "
                  f"app repo {info.app_dir}; details: stackpatch sandbox status --dir {info.dir}", markup=False)
 
 

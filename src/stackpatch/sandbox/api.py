@@ -89,6 +89,7 @@ class SandboxInfo:
     built: list[str] = field(default_factory=list)
     reused: list[str] = field(default_factory=list)
     seconds: float | None = None
+    serving: dict[str, str] | None = None  # what the front's /version answered at the end of `up`
 
     @property
     def healthy(self) -> bool:
@@ -312,8 +313,16 @@ def up(dir: Path, name: str = "acme", registry_port: int | None = None) -> Sandb
     expected_images = {"phpfiles": st.images["app"], "phpha": st.images["app"], "web": st.images["front"],
                        "db": st.images["db"]}
     same = set(current) == set(SERVICES) and all(current[s]["image"] == expected_images[s] for s in SERVICES)
-    if same and stack_mod.is_converged(current, set(SERVICES)):
-        report.reuse(f"stack {st.stack} (all services at full healthy replicas)")
+    # a stack stackpatch has patched since (images of this sandbox's registry, other tags) is left as it is
+    patched = (not same and set(current) == set(SERVICES)
+               and all(current[s]["image"].startswith(f"{reg.host}/{name}/") for s in SERVICES))
+    expect_release, expect_revision = st.release, st.revision
+    if (same or patched) and stack_mod.is_converged(current, set(SERVICES)):
+        labels = current["phpfiles"]["labels"]
+        if patched and labels.get("stackpatch.version") and labels.get("stackpatch.revision"):
+            expect_release, expect_revision = labels["stackpatch.version"], labels["stackpatch.revision"]
+        report.reuse(f"stack {st.stack} at {expect_release} (all services at full healthy replicas)"
+                     + (f"; patched since {st.release}, left as it is" if patched else ""))
     else:
         if not current and not port_is_free(st.front_port):
             raise UserError(f"the front port {st.front_port} is taken by another process: free it, or "
@@ -324,10 +333,11 @@ def up(dir: Path, name: str = "acme", registry_port: int | None = None) -> Sandb
         with timed("run migrations in phpfiles"):
             stack_mod.run_in_service(c, st.stack, "phpfiles", ["python3", "/app/migrate.py"])
         report.did("stack")
-    got = stack_mod.wait_version(front_url, st.release, st.revision)
+    got = stack_mod.wait_version(front_url, expect_release, expect_revision)
     ui.ok(f"{front_url}/version answers release {got['release']} at {got['revision']}")
     info = _info(c, dir, st)
     info.built, info.reused, info.seconds = report.built, report.reused, round(report.elapsed(), 1)
+    info.serving = {"release": got["release"], "revision": got["revision"]}
     return info
 
 

@@ -59,7 +59,8 @@ def service_state(c: docker.DockerClient, svc: Any) -> dict[str, Any]:
             continue
         if _healthy(c, t):
             running += 1
-    return {"image": image, "replicas_running": running, "replicas_desired": desired, "error": error}
+    return {"image": image, "replicas_running": running, "replicas_desired": desired, "error": error,
+            "labels": dict(spec.get("Labels") or {})}
 
 
 def states(c: docker.DockerClient, stack: str) -> dict[str, dict[str, Any]]:
