@@ -29,9 +29,16 @@ def test_deploy_then_status_history_purge_and_rollback_to_the_recorded_release(s
     before = services_json(dfork.app_dir)["services"]
     cf = FakeCloudflare().start()
     try:
-        with (dfork.app_dir / "stackpatch.toml").open("a") as f:  # skip-worktree: the commit is unchanged
+        toml = dfork.app_dir / "stackpatch.toml"  # skip-worktree: the committed file is unchanged
+        text = toml.read_text()
+        assert text.count('when = "after-canary"\n') == 1
+        toml.write_text(text.replace('when = "after-canary"\n', 'when = "after-canary"\ntenants = ["alpha", "beta"]\n'))
+        with toml.open("a") as f:
             f.write(f'\n[cdn]\nzone = "{cf.zone}"\napi_url = "{cf.api_url}"\ntoken_env = "SP_TEST_CF_TOKEN"\n'
-                    'retries = 1\n')
+                    'retries = 1\n'
+                    # a command check inside the canary, part of its gate
+                    '\n[[target.checks]]\nname = "canary runs the release"\nservice = "phpfiles"\n'
+                    'command = ["sh", "-c", "test \\"$APP_REVISION\\" = {revision}"]\n')
         t0 = time.monotonic()
         # a wrong token: Cloudflare answers 401; the release is deployed all the same, the purge is not
         r = cli("deploy", "--repo", repo, "--release", str(write_release(rel, tmp_path / "r.json")), "--yes",
@@ -53,9 +60,18 @@ def test_deploy_then_status_history_purge_and_rollback_to_the_recorded_release(s
         cf.stop()
     journal = "".join(p.read_text() for p in (dfork.app_dir / ".stackpatch" / "runs").glob("*.jsonl"))
     assert cf.token not in journal and "wrong-token-value" not in journal
+    from stackpatch.config import read_env_file
+    secrets = [v for k, v in read_env_file(sandbox.registry_env_file).items() if "PASSWORD" in k and v]
+    assert secrets  # the registry password the deploy passed on as X-Registry-Auth
+    labels = json.dumps(services_json(dfork.app_dir))
+    for secret in secrets:
+        assert secret not in journal and secret not in deploy_err and secret not in labels
     assert res["version"] == rel.version and res["from_version"] == sandbox.release
-    assert list(res["timings"])[:3] == ["update:phpfiles", "gate:canary", "migrate"]
-    assert "│ migrate: schema public" in deploy_err  # the release command's output, streamed
+    # the release phase once per tenant (the routine's DATA profiles), from the new image, output streamed
+    assert list(res["timings"])[:4] == ["update:phpfiles", "gate:canary", "migrate:alpha", "migrate:beta"]
+    assert "(DATA=alpha)" in deploy_err and "(DATA=beta)" in deploy_err
+    assert "│ migrate: schema alpha" in deploy_err and "│ migrate: schema beta" in deploy_err
+    assert "check canary runs the release: ok" in deploy_err
 
     st = services_json(dfork.app_dir)
     for name, img in (("phpfiles", "app"), ("phpha", "app"), ("web", "front")):

@@ -173,3 +173,20 @@ def test_fault6_target_unreachable_mid_run_then_resume(sandbox, dfork, tmp_path)
     assert version_of(dfork.front_url)["revision"] == rel.revision
     assert lock_of(dfork.stack) is None
     relay.cut()
+
+
+def test_sigterm_in_the_canary_wave_rolls_back_and_releases_the_lock(sandbox, dfork, tmp_path):
+    rel = release(sandbox, "good")
+    before = images_now(dfork.app_dir)
+    p = popen("deploy", "--repo", str(dfork.app_dir), "--release", str(write_release(rel, tmp_path / "r.json")), "--yes")
+    try:
+        wait_for(lambda: last_intent(dfork.app_dir) == "update:phpfiles", 120, "the canary wave")
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=300)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == 1, err
+    assert "interrupted by SIGTERM" in err and "rolled back" in err
+    assert images_now(dfork.app_dir) == before and lock_of(dfork.stack) is None
+    assert _intents(dfork.app_dir) == ["update:phpfiles"] and _states(dfork.app_dir)[-1] == "rolled-back"

@@ -41,6 +41,14 @@ url = "{front_url}/health"
 name = "serves the release"
 url = "{front_url}/version"
 body_contains = "{revision}"
+[[target.checks]]
+name = "canary runs the release"
+service = "phpfiles"
+command = ["sh", "-c", "test $APP_REVISION = {revision}"]
+[[target.checks]]
+name = "app shell works"
+service = "phpha"
+command = ["true"]
 [migrations]
 service = "phpfiles"
 command = ["python3", "/app/migrate.py"]
@@ -85,8 +93,9 @@ def test_plan_is_canary_gate_migrations_rest_serving_purge(tmp_path):
     assert up["previous_labels"]["stackpatch.version"] == "26.11.1"
     assert up["previous_labels"]["stackpatch.run-id"] is None
     # the check naming {revision} cannot pass while phpha still runs the old release: last gate only
-    assert [c["name"] for c in steps[1]["checks"]] == ["health"]
-    assert [c["name"] for c in steps[6]["checks"]] == ["health", "serves the release"]
+    assert [c["name"] for c in steps[1]["checks"]] == ["health", "canary runs the release", "app shell works"]
+    assert [c["name"] for c in steps[6]["checks"]] == ["health", "serves the release", "canary runs the release",
+                                                      "app shell works"]
     mig = steps[2]
     assert mig["image"] == up["image"] and mig["env"] == {"DATA": "alpha"} and mig["full_name"] == "acme-prod_phpfiles"
     assert steps[7]["url"] == "http://127.0.0.1:8080/version" and steps[7]["revision"] == "2" * 40

@@ -29,7 +29,8 @@ Progress = Callable[[str], None]
 
 
 def _progress(progress: Progress | None) -> Progress:
-    return progress or ui.info
+    # plain text: image refs and the release command's output must not be read as Rich markup
+    return progress or (lambda msg: ui.err.print(msg, markup=False, highlight=False))
 
 
 def repo_root(cfg) -> Path:

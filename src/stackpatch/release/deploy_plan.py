@@ -40,6 +40,18 @@ def release_check(c: HttpCheck) -> bool:
     return "{revision}" in text or "{version}" in text
 
 
+def _check_in_gate(c: HttpCheck, i: int, waves: list) -> bool:
+    """Which gates run a check: every gate, except a release check (naming {revision}/{version}) that
+    can only pass once its service runs the release: from that service's wave on (a command check),
+    or in the last gate only (a URL check: the front answers from the last wave's services)."""
+    if i == len(waves) - 1 or not release_check(c):
+        return True
+    if c.command is not None:
+        first = next((k for k, w in enumerate(waves) if c.service in w.services), len(waves) - 1)
+        return i >= first
+    return False
+
+
 def plan_deploy(cfg: Config, release: Release, services: dict[str, ServiceState], run_id: str,
                 *, pause: bool = False) -> list[dict]:
     """The steps of the second half of `ship`: waves, gates, release phase, serving check, purge."""
@@ -91,8 +103,7 @@ def plan_deploy(cfg: Config, release: Release, services: dict[str, ServiceState]
                 "previous_labels": prev_labels,
                 "timeout": cfg.timeouts.converge})
         steps.append({"id": f"gate:{w.name}", "kind": "gate", "wave": w.name,
-                      "checks": [_check_json(c) for c in tcfg.checks
-                                 if i == len(waves) - 1 or not release_check(c)],
+                      "checks": [_check_json(c) for c in tcfg.checks if _check_in_gate(c, i, waves)],
                       "pause": bool(w.pause or (pause and i == 0)),
                       "version": release.version, "revision": release.revision,
                       "timeout": cfg.timeouts.check})

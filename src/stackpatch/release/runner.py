@@ -166,7 +166,10 @@ def do_gate(ctx: Context, step: dict) -> None:
         else:
             full = f"{cfg.target.stack}_{c['service']}"
 
-            def probe(full=full, argv=c["command"]) -> tuple[bool, str]:
+            argv = [a.replace("{revision}", step["revision"]).replace("{version}", step["version"])
+                    for a in c["command"]]
+
+            def probe(full=full, argv=argv) -> tuple[bool, str]:
                 code, out = rollout.exec_in_service(ctx.client, full, argv)
                 tail = out.strip().splitlines()[-1:] or [""]
                 return code == 0, f"`{' '.join(argv)}` in {full} exited {code}: {tail[0][:200]}"

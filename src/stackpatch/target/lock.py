@@ -14,7 +14,7 @@ from dataclasses import asdict
 import docker
 from docker.errors import APIError, NotFound
 
-from stackpatch.errors import UserError
+from stackpatch.errors import EngineError, UserError
 from stackpatch.target.base import LockInfo
 
 LOCK_LABEL = "stackpatch.lock"
@@ -25,7 +25,11 @@ class LockHeld(UserError):
 
 
 def lock_name(stack: str) -> str:
-    return f"stackpatch-lock-{stack}"
+    name = f"stackpatch-lock-{stack}"
+    if len(name) <= 64:  # Swarm object names are at most 64 characters
+        return name
+    import hashlib
+    return f"stackpatch-lock-{stack[:34]}-{hashlib.sha256(stack.encode()).hexdigest()[:12]}"
 
 
 def describe(info: LockInfo, now: float | None = None) -> str:
@@ -78,7 +82,8 @@ def acquire(client: docker.DockerClient, stack: str, info: LockInfo, *, take_ove
             return info
         except APIError as e:
             if e.status_code != 409 and "already exists" not in str(e):
-                raise
+                raise EngineError(f"the engine refused to create the lock {name}: "
+                                  f"{e.explanation or e}: check the engine is a swarm manager") from None
         holder = read(client, stack)
         if holder is None:
             continue  # released between our create and read: try once more
