@@ -63,7 +63,6 @@ def test_the_whole_routine_from_start_to_rollback(sandbox, fork, tmp_path):
         sha = git("rev-parse", "HEAD", cwd=app)
 
         # 3. ship under steady load
-        wall0 = time.time()
         loop = RequestLoop(fork.front_url, rate=20, max_seconds=300).start()
         time.sleep(1.0)
         t0 = time.monotonic()
@@ -91,20 +90,13 @@ def test_the_whole_routine_from_start_to_rollback(sandbox, fork, tmp_path):
         # the fake Cloudflare received a valid purge of the configured files
         assert cf.accepted == [{"files": ["https://acme.example/static/app.js",
                                           "https://acme.example/static/style.css"]}]
-        # no request failed, except while the front itself (host-mode port) was replaced: measured, printed
+        # no request failed during the run
         failed = [s for s in samples if not s.ok]
-        print(f"\nship took {ship_s:.1f}s; {len(samples)} requests, {len(failed)} failed "
-              f"({', '.join(sorted({str(s.error)[:40] for s in failed})) or 'none'})")
+        print(f"\nship took {ship_s:.1f}s; {len(samples)} requests, {len(failed)} failed")
         assert len(samples) >= 20 * 5
+        assert not failed, [f"{s.t:.2f}s {s.error}" for s in failed[:5]]
         journal = "".join(p.read_text() for p in (app / ".stackpatch" / "runs").glob("*.jsonl"))
         recs = [json.loads(ln) for ln in journal.splitlines()]
-        spans = {}
-        for rec in recs:
-            if rec["kind"] in ("intent", "result") and not rec.get("undo"):
-                spans.setdefault(rec["step"], [None, None])[0 if rec["kind"] == "intent" else 1] = rec["ts"]
-        web = spans["update:web"]
-        outside_web = [s for s in failed if not (web[0] - 1 <= wall0 + s.t <= web[1] + 1)]
-        assert not outside_web, [f"{s.t:.2f}s {s.error}" for s in outside_web[:5]]
         # the journal holds the build phases and never the secrets
         start_rec = next(rec for rec in recs if rec["kind"] == "run-start")
         phases = set(start_rec["build_timings"])

@@ -156,7 +156,7 @@ def test_status_json_shows_all_services_at_full_replicas(sandbox):
     for key in ("front_url", "registry", "registry_env_file", "app_dir", "origin_dir", "stack", "services"):
         assert key in data, key
     assert data["stack"] == f"{sandbox.name}-prod"
-    assert set(data["services"]) == {"phpfiles", "phpha", "web", "db"}
+    assert set(data["services"]) == {"phpfiles", "phpha", "web", "edge", "db"}
     for name, s in data["services"].items():
         assert s["replicas_running"] == s["replicas_desired"] >= 1, (name, s)
         assert s["image"].startswith(f"{data['registry']}/{sandbox.name}/") and "@sha256:" in s["image"]
@@ -172,12 +172,14 @@ def test_status_json_shows_all_services_at_full_replicas(sandbox):
         assert spec["EndpointSpec"]["Mode"] == "dnsrr"
         assert spec["TaskTemplate"]["ContainerSpec"]["Healthcheck"]["Test"][0] == "CMD"
         short = svc.name.removeprefix(sandbox.stack + "_")
-        if short in ("phpfiles", "phpha"):
+        if short in ("phpfiles", "phpha", "web"):  # what stackpatch patches: two tasks may overlap
             assert spec["UpdateConfig"]["Order"] == "start-first"
-        if short == "web":
-            assert spec["UpdateConfig"]["Order"] == "stop-first"
+            assert not spec["EndpointSpec"].get("Ports")
+        if short == "edge":  # holds the public port; never patched
             assert spec["EndpointSpec"]["Ports"][0]["PublishMode"] == "host"
-        if short != "db":
+            assert spec["EndpointSpec"]["Ports"][0]["PublishedPort"] == sandbox.front_port
+            assert "stackpatch.version" not in (spec.get("Labels") or {})
+        if short not in ("db", "edge"):
             assert spec["Labels"]["stackpatch.revision"] == sandbox.revision
             assert spec["Labels"]["stackpatch.version"] == "26.11.1"
 

@@ -43,20 +43,16 @@ def test_no_request_fails_during_the_rollout(sandbox, dfork, tmp_path):
     for rec in recs:
         if rec["kind"] in ("intent", "result") and not rec.get("undo"):
             spans.setdefault(rec["step"], [None, None])[0 if rec["kind"] == "intent" else 1] = rec["ts"] - wall0
-    web_start, web_end = spans["update:web"]
-    in_web = [s for s in samples if not s.ok and web_start <= s.t <= web_end]
-    elsewhere = [s for s in samples if not s.ok and not (web_start <= s.t <= web_end)]
+    failed = [s for s in samples if not s.ok]
     gaps = loop.gaps()
-    web_gap = max((end - start for start, end, _ in gaps if web_start <= start <= web_end), default=0.0)
+    longest = max((end - start for start, end, _ in gaps), default=0.0)
     print(f"\n{len(samples)} requests over {samples[-1].t:.1f}s; phases: "
           + ", ".join(f"{k} {v[1] - v[0]:.1f}s" for k, v in spans.items() if v[0] is not None and v[1] is not None))
-    print(f"failed while phpfiles/phpha were replaced (and the rest of the run): {len(elsewhere)}")
-    print(f"web (host-mode port, stop-first) gap: {len(in_web)} failed requests over {web_gap:.2f}s"
-          + (f"; first error: {in_web[0].error}" if in_web else ""))
+    print(f"failed requests: {len(failed)}; longest stretch without a successful answer: {longest:.2f}s")
     assert len(samples) >= 20 * 10  # the loop really ran during the deploy
-    assert not elsewhere, [f"{s.t:.2f}s {s.error}" for s in elsewhere[:5]]
-    # the front's own replacement: measured above; it must stay a short blip, not an outage
-    assert web_gap < 10, f"web gap {web_gap:.1f}s"
+    assert {"update:phpfiles", "update:phpha", "update:web"} <= set(spans)  # all three were replaced
+    # phpfiles and phpha start-first behind web; web start-first behind the edge that holds the port
+    assert not failed, [f"{s.t:.2f}s {s.error}" for s in failed[:5]]
     revs = [s.revision for s in samples if s.ok]
     assert revs[0] == sandbox.revision and revs[-1] == rel.revision
     assert json.loads(r.stdout)["state"] == "deployed"

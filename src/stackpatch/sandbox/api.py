@@ -30,7 +30,7 @@ from stackpatch.sandbox.registry import Registry, free_port, port_is_free
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,29}$")
 STACK_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
 STATE = "state.json"
-SERVICES = ("phpfiles", "phpha", "web", "db")
+SERVICES = ("phpfiles", "phpha", "web", "edge", "db")  # edge: holds the public port, never patched
 IMAGES = {"app": "docker/app/Dockerfile", "front": "docker/front/Dockerfile"}
 # everything up writes into DIR; down removes exactly these
 OWNED = (STATE, "registry", "registry.env", "docker-config", "build")
@@ -163,6 +163,7 @@ def _login(reg: Registry, config_dir: Path) -> None:
 
 def _deploy_env(st: State, front_port: int) -> dict[str, str]:
     return {"IMAGE_APP": st.images["app"], "IMAGE_FRONT": st.images["front"], "IMAGE_DB": st.images["db"],
+            "IMAGE_EDGE": st.images["front"],
             "FRONT_PORT": str(front_port), "RELEASE_VERSION": st.release, "RELEASE_REVISION": st.revision}
 
 
@@ -311,7 +312,7 @@ def up(dir: Path, name: str = "acme", registry_port: int | None = None) -> Sandb
         raise UserError(f"stack {st.stack} already runs on this engine and is not this sandbox's (its {foreign[0]} "
                         f"image is not from {reg.host}): pass another --name, or remove that stack")
     expected_images = {"phpfiles": st.images["app"], "phpha": st.images["app"], "web": st.images["front"],
-                       "db": st.images["db"]}
+                       "edge": st.images["front"], "db": st.images["db"]}
     same = set(current) == set(SERVICES) and all(current[s]["image"] == expected_images[s] for s in SERVICES)
     # a stack stackpatch has patched since (images of this sandbox's registry, other tags) is left as it is
     patched = (not same and set(current) == set(SERVICES)

@@ -1,6 +1,7 @@
 """The example front, shaped like the routine's nginx: static assets from the image, the rest proxied.
 
-Listens on 0.0.0.0:8080. /static/* is served from /front/static. Everything else goes to the app,
+Listens on 0.0.0.0:8080. /static/* is served from /front/static (unless SERVE_STATIC=0: the edge
+in front of web runs this same proxy with UPSTREAM=tasks.web). Everything else goes to the app,
 found by resolving UPSTREAM (default `tasks.phpha`, one address per running task) every second; on a
 connect error the next address is tried. The response carries `X-Served-By: <app revision>`.
 /_front/health answers for the proxy itself (its healthcheck), without touching the app.
@@ -24,6 +25,7 @@ UPSTREAM = os.environ.get("UPSTREAM", "tasks.phpha")
 UPSTREAM_PORT = int(os.environ.get("UPSTREAM_PORT", "8000"))
 PORT = int(os.environ.get("PORT", "8080"))
 STATIC = Path(os.environ.get("STATIC_DIR", "/front/static")).resolve()
+SERVE_STATIC = os.environ.get("SERVE_STATIC", "1") != "0"  # the edge proxies /static/* to web too
 REVISION = os.environ.get("APP_REVISION", "unknown")
 HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailers",
        "transfer-encoding", "upgrade"}
@@ -44,7 +46,7 @@ class Upstreams:
             infos = socket.getaddrinfo(UPSTREAM, UPSTREAM_PORT, socket.AF_INET, socket.SOCK_STREAM)
             addrs = sorted({i[4][0] for i in infos})
         except OSError:
-            addrs = []
+            return  # a failed lookup keeps the last known addresses (a dead one is skipped on connect)
         with self.lock:
             self.addrs = addrs
 
@@ -133,7 +135,7 @@ class Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         if path == "/_front/health":
             return self._plain(200, "ok\n")
-        if path.startswith("/static/"):
+        if SERVE_STATIC and path.startswith("/static/"):
             return self._static(path[len("/static/"):])
         return self._proxy()
 
