@@ -10,26 +10,18 @@ import pytest
 
 from tests.fakes.cloudflare import FakeCloudflare
 
-from deploy_helpers import cli, drop_lock, lock_of, release, services_json, version_of, write_release
+from deploy_helpers import cli, lock_of, release, services_json, version_of, write_release
 
 pytestmark = pytest.mark.docker
 
 
-@pytest.fixture
-def dfork(fork):
-    try:
-        yield fork
-    finally:
-        drop_lock(fork.stack)
-
-
-def test_deploy_then_status_history_purge_and_rollback_to_the_recorded_release(sandbox, dfork, tmp_path):
+def test_deploy_then_status_history_purge_and_rollback_to_the_recorded_release(sandbox, fork, tmp_path):
     rel = release(sandbox, "good")
-    repo = str(dfork.app_dir)
-    before = services_json(dfork.app_dir)["services"]
+    repo = str(fork.app_dir)
+    before = services_json(fork.app_dir)["services"]
     cf = FakeCloudflare().start()
     try:
-        toml = dfork.app_dir / "stackpatch.toml"  # skip-worktree: the committed file is unchanged
+        toml = fork.app_dir / "stackpatch.toml"  # skip-worktree: the committed file is unchanged
         text = toml.read_text()
         assert text.count('when = "after-canary"\n') == 1
         toml.write_text(text.replace('when = "after-canary"\n', 'when = "after-canary"\ntenants = ["alpha", "beta"]\n'))
@@ -58,12 +50,12 @@ def test_deploy_then_status_history_purge_and_rollback_to_the_recorded_release(s
         assert r.returncode == 2 and "nothing to retry" in r.stderr  # only a failed purge is retried
     finally:
         cf.stop()
-    journal = "".join(p.read_text() for p in (dfork.app_dir / ".stackpatch" / "runs").glob("*.jsonl"))
+    journal = "".join(p.read_text() for p in (fork.app_dir / ".stackpatch" / "runs").glob("*.jsonl"))
     assert cf.token not in journal and "wrong-token-value" not in journal
     from stackpatch.config import read_env_file
     secrets = [v for k, v in read_env_file(sandbox.registry_env_file).items() if "PASSWORD" in k and v]
     assert secrets  # the registry password the deploy passed on as X-Registry-Auth
-    labels = json.dumps(services_json(dfork.app_dir))
+    labels = json.dumps(services_json(fork.app_dir))
     for secret in secrets:
         assert secret not in journal and secret not in deploy_err and secret not in labels
     assert res["version"] == rel.version and res["from_version"] == sandbox.release
@@ -73,7 +65,7 @@ def test_deploy_then_status_history_purge_and_rollback_to_the_recorded_release(s
     assert "│ migrate: schema alpha" in deploy_err and "│ migrate: schema beta" in deploy_err
     assert "check canary runs the release: ok" in deploy_err
 
-    st = services_json(dfork.app_dir)
+    st = services_json(fork.app_dir)
     for name, img in (("phpfiles", "app"), ("phpha", "app"), ("web", "front")):
         s = st["services"][name]
         assert s["digest"] == rel.images[img].digest
@@ -83,11 +75,11 @@ def test_deploy_then_status_history_purge_and_rollback_to_the_recorded_release(s
         assert s["replicas"]["running"] == s["replicas"]["desired"]
     assert st["services"]["db"]["image"] == before["db"]["image"]  # not managed: untouched
     assert st["lock"] is None and st["last_run"]["state"] == "deployed"
-    v = version_of(dfork.front_url)
+    v = version_of(fork.front_url)
     assert (v["release"], v["revision"]) == (rel.version, rel.revision)
 
     from stackpatch.release import history
-    assert history.shipped(dfork.app_dir, rel.version) is True
+    assert history.shipped(fork.app_dir, rel.version) is True
 
     h = cli("history", "--repo", repo, "--json")
     rows = json.loads(h.stdout)
@@ -103,22 +95,22 @@ def test_deploy_then_status_history_purge_and_rollback_to_the_recorded_release(s
     rollback_s = time.monotonic() - t0
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["version"] == sandbox.release
-    after = services_json(dfork.app_dir)["services"]
+    after = services_json(fork.app_dir)["services"]
     for name in ("phpfiles", "phpha", "web"):
         assert after[name]["image"] == before[name]["image"] and after[name]["version"] == sandbox.release
-    assert version_of(dfork.front_url)["revision"] == sandbox.revision
+    assert version_of(fork.front_url)["revision"] == sandbox.revision
     # and forward again to a version named in the history
     r = cli("rollback", "--repo", repo, "--to", rel.version, "--yes", "--json")
     assert r.returncode == 0, r.stderr
-    assert version_of(dfork.front_url)["revision"] == rel.revision
+    assert version_of(fork.front_url)["revision"] == rel.revision
     r = cli("rollback", "--repo", repo, "--to", "26.10.9", "--yes")
     assert r.returncode == 2 and "26.10.9 is not recorded" in r.stderr
-    assert lock_of(dfork.stack) is None
+    assert lock_of(fork.stack) is None
     print(f"\nrollout of 3 services: {deploy_s:.1f}s; rollback of 3 services: {rollback_s:.1f}s")
 
 
-def test_refusals_change_nothing(sandbox, dfork, tmp_path):
-    repo = str(dfork.app_dir)
+def test_refusals_change_nothing(sandbox, fork, tmp_path):
+    repo = str(fork.app_dir)
     bad = tmp_path / "bad.json"
     bad.write_text("{}")
     r = cli("deploy", "--repo", repo, "--release", str(bad), "--yes")
@@ -131,4 +123,4 @@ def test_refusals_change_nothing(sandbox, dfork, tmp_path):
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
     r = cli("rollback", "--repo", repo)  # no terminal, no --yes
     assert r.returncode == 2 and "--yes" in r.stderr
-    assert not (dfork.app_dir / ".stackpatch" / "runs").exists() or not list((dfork.app_dir / ".stackpatch" / "runs").glob("*"))
+    assert not (fork.app_dir / ".stackpatch" / "runs").exists() or not list((fork.app_dir / ".stackpatch" / "runs").glob("*"))

@@ -10,18 +10,10 @@ import time
 
 import pytest
 
-from deploy_helpers import (Relay, RequestLoop, cli, drop_lock, images_now, journal_records, last_intent,
+from deploy_helpers import (Relay, RequestLoop, cli, images_now, journal_records, last_intent,
                             lock_of, popen, release, services_json, version_of, wait_for, write_release)
 
 pytestmark = pytest.mark.docker
-
-
-@pytest.fixture
-def dfork(fork):
-    try:
-        yield fork
-    finally:
-        drop_lock(fork.stack)
 
 
 def _states(app_dir) -> list[str]:
@@ -32,56 +24,56 @@ def _intents(app_dir) -> list[str]:
     return [r["step"] for r in journal_records(app_dir) if r["kind"] == "intent" and not r.get("undo")]
 
 
-def test_fault1_crashing_image_fails_the_canary_and_rolls_back_while_old_serves(sandbox, dfork, tmp_path):
+def test_fault1_crashing_image_fails_the_canary_and_rolls_back_while_old_serves(sandbox, fork, tmp_path):
     rel = release(sandbox, "crash")
-    before = images_now(dfork.app_dir)
-    loop = RequestLoop(dfork.front_url).start()
+    before = images_now(fork.app_dir)
+    loop = RequestLoop(fork.front_url).start()
     t0 = time.monotonic()
-    r = cli("deploy", "--repo", str(dfork.app_dir), "--release", str(write_release(rel, tmp_path / "r.json")), "--yes")
+    r = cli("deploy", "--repo", str(fork.app_dir), "--release", str(write_release(rel, tmp_path / "r.json")), "--yes")
     took = time.monotonic() - t0
     samples = loop.stop()
     assert r.returncode == 1, r.stderr
     err = r.stderr.strip().splitlines()[-1]
     assert err.startswith("stackpatch: error: ") and "phpfiles" in err and "rolled back" in err
-    assert images_now(dfork.app_dir) == before
-    assert _intents(dfork.app_dir) == ["update:phpfiles"]  # no later wave ran
-    assert _states(dfork.app_dir)[-1] == "rolled-back"
-    assert lock_of(dfork.stack) is None
+    assert images_now(fork.app_dir) == before
+    assert _intents(fork.app_dir) == ["update:phpfiles"]  # no later wave ran
+    assert _states(fork.app_dir)[-1] == "rolled-back"
+    assert lock_of(fork.stack) is None
     # the old version served throughout
     assert samples and not loop.failures(), (loop.gaps(), loop.failures()[:3])
     assert {s.revision for s in samples} == {sandbox.revision}
     print(f"\ncrash on the canary detected and rolled back in {took:.1f}s, {len(samples)} requests, 0 failed")
 
 
-def test_fault2_failing_migration_rolls_back_the_canary_and_stops(sandbox, dfork, tmp_path):
+def test_fault2_failing_migration_rolls_back_the_canary_and_stops(sandbox, fork, tmp_path):
     rel = release(sandbox, "badmig")
-    before = services_json(dfork.app_dir)["services"]
-    r = cli("deploy", "--repo", str(dfork.app_dir), "--release", str(write_release(rel, tmp_path / "r.json")), "--yes")
+    before = services_json(fork.app_dir)["services"]
+    r = cli("deploy", "--repo", str(fork.app_dir), "--release", str(write_release(rel, tmp_path / "r.json")), "--yes")
     assert r.returncode == 1, r.stderr
     assert "release command" in r.stderr and "exited 1" in r.stderr and "rolled back" in r.stderr
     assert "003_broken" in r.stderr  # the migration's own output was streamed
-    after = services_json(dfork.app_dir)["services"]
+    after = services_json(fork.app_dir)["services"]
     for name in ("phpfiles", "phpha", "web"):
         assert after[name]["image"] == before[name]["image"]
         assert after[name]["version"] == before[name]["version"]
-    assert _intents(dfork.app_dir) == ["update:phpfiles", "gate:canary", "migrate"]
-    assert _states(dfork.app_dir)[-1] == "rolled-back"
-    assert lock_of(dfork.stack) is None
-    assert version_of(dfork.front_url)["revision"] == sandbox.revision
+    assert _intents(fork.app_dir) == ["update:phpfiles", "gate:canary", "migrate"]
+    assert _states(fork.app_dir)[-1] == "rolled-back"
+    assert lock_of(fork.stack) is None
+    assert version_of(fork.front_url)["revision"] == sandbox.revision
 
 
-def test_fault3_sigint_in_wave2_rolls_back_and_fault5_second_ship_is_refused(sandbox, dfork, tmp_path):
+def test_fault3_sigint_in_wave2_rolls_back_and_fault5_second_ship_is_refused(sandbox, fork, tmp_path):
     rel = release(sandbox, "good")
     rf = write_release(rel, tmp_path / "r.json")
-    before = images_now(dfork.app_dir)
-    p = popen("deploy", "--repo", str(dfork.app_dir), "--release", str(rf), "--yes")
+    before = images_now(fork.app_dir)
+    p = popen("deploy", "--repo", str(fork.app_dir), "--release", str(rf), "--yes")
     try:
-        wait_for(lambda: lock_of(dfork.stack), 60, "the lock")
+        wait_for(lambda: lock_of(fork.stack), 60, "the lock")
         # fault 5: a second ship while this one runs
-        second = cli("deploy", "--repo", str(dfork.app_dir), "--release", str(rf), "--yes")
+        second = cli("deploy", "--repo", str(fork.app_dir), "--release", str(rf), "--yes")
         assert second.returncode == 2
         assert "is locked by" in second.stderr and "run " in second.stderr
-        wait_for(lambda: last_intent(dfork.app_dir) == "update:phpha", 240, "wave 2")
+        wait_for(lambda: last_intent(fork.app_dir) == "update:phpha", 240, "wave 2")
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=300)
     finally:
@@ -89,32 +81,32 @@ def test_fault3_sigint_in_wave2_rolls_back_and_fault5_second_ship_is_refused(san
             p.kill()
     assert p.returncode == 1, err
     assert "interrupted by SIGINT" in err and "rolled back" in err
-    assert images_now(dfork.app_dir) == before
-    assert lock_of(dfork.stack) is None
-    recs = journal_records(dfork.app_dir)
+    assert images_now(fork.app_dir) == before
+    assert lock_of(fork.stack) is None
+    recs = journal_records(fork.app_dir)
     failed = [r for r in recs if r["kind"] == "result" and not r.get("ok") and not r.get("undo")]
     assert failed and failed[-1]["step"] == "update:phpha" and "SIGINT" in failed[-1]["detail"]
-    assert _states(dfork.app_dir)[-1] == "rolled-back"
-    assert version_of(dfork.front_url)["revision"] == sandbox.revision
+    assert _states(fork.app_dir)[-1] == "rolled-back"
+    assert version_of(fork.front_url)["revision"] == sandbox.revision
 
 
-def test_fault4_kill9_in_wave2_then_abort_restores_or_resume_completes(sandbox, dfork, tmp_path):
+def test_fault4_kill9_in_wave2_then_abort_restores_or_resume_completes(sandbox, fork, tmp_path):
     rel = release(sandbox, "good")
     rf = write_release(rel, tmp_path / "r.json")
-    before = images_now(dfork.app_dir)
-    repo = str(dfork.app_dir)
+    before = images_now(fork.app_dir)
+    repo = str(fork.app_dir)
 
     def start_and_kill(run_no: int):
         p = popen("deploy", "--repo", repo, "--release", str(rf), "--yes")
         try:
-            wait_for(lambda: last_intent(dfork.app_dir, run_no) == "update:phpha", 240, "wave 2")
+            wait_for(lambda: last_intent(fork.app_dir, run_no) == "update:phpha", 240, "wave 2")
         finally:
             p.send_signal(signal.SIGKILL)
             p.communicate(timeout=30)
 
     start_and_kill(0)
-    held = lock_of(dfork.stack)
-    run_id = journal_records(dfork.app_dir)[0]["run_id"]
+    held = lock_of(fork.stack)
+    run_id = journal_records(fork.app_dir)[0]["run_id"]
     assert held is not None and held.run_id == run_id  # the lock stays (it expires after lock_ttl)
     # a new ship is refused while the run is unfinished
     r = cli("deploy", "--repo", repo, "--release", str(rf), "--yes")
@@ -125,36 +117,36 @@ def test_fault4_kill9_in_wave2_then_abort_restores_or_resume_completes(sandbox, 
     r = cli("abort", "--repo", repo, "--yes", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["state"] == "aborted"
-    assert images_now(dfork.app_dir) == before and lock_of(dfork.stack) is None
-    assert version_of(dfork.front_url)["revision"] == sandbox.revision
+    assert images_now(fork.app_dir) == before and lock_of(fork.stack) is None
+    assert version_of(fork.front_url)["revision"] == sandbox.revision
 
     # again, and this time resume completes it
     start_and_kill(1)
-    assert lock_of(dfork.stack) is not None
+    assert lock_of(fork.stack) is not None
     r = cli("resume", "--repo", repo, "--yes", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["state"] == "deployed"
-    now = services_json(dfork.app_dir)["services"]
+    now = services_json(fork.app_dir)["services"]
     for name, img in (("phpfiles", "app"), ("phpha", "app"), ("web", "front")):
         assert now[name]["digest"] == rel.images[img].digest and now[name]["version"] == rel.version
-    assert version_of(dfork.front_url)["revision"] == rel.revision
-    assert lock_of(dfork.stack) is None
+    assert version_of(fork.front_url)["revision"] == rel.revision
+    assert lock_of(fork.stack) is None
     r = cli("resume", "--repo", repo, "--yes")
     assert r.returncode == 2 and "nothing to resume" in r.stderr
 
 
-def test_fault6_target_unreachable_mid_run_then_resume(sandbox, dfork, tmp_path):
+def test_fault6_target_unreachable_mid_run_then_resume(sandbox, fork, tmp_path):
     rel = release(sandbox, "good")
     rf = write_release(rel, tmp_path / "r.json")
     relay = Relay().restore()
-    cfg = dfork.app_dir / "stackpatch.toml"
+    cfg = fork.app_dir / "stackpatch.toml"
     text = cfg.read_text()
     cfg.write_text(text.replace('docker_host = "', f'docker_host = "{relay.url}"  # was "', 1)
                    if 'docker_host = "' in text else text.replace("[target]\n", f'[target]\ndocker_host = "{relay.url}"\n', 1))
-    repo = str(dfork.app_dir)
+    repo = str(fork.app_dir)
     p = popen("deploy", "--repo", repo, "--release", str(rf), "--yes")
     try:
-        wait_for(lambda: last_intent(dfork.app_dir) == "update:phpha", 240, "wave 2")
+        wait_for(lambda: last_intent(fork.app_dir) == "update:phpha", 240, "wave 2")
         relay.cut()
         out, err = p.communicate(timeout=120)
     finally:
@@ -163,24 +155,24 @@ def test_fault6_target_unreachable_mid_run_then_resume(sandbox, dfork, tmp_path)
     assert p.returncode == 1, err
     last = err.strip().splitlines()[-1]
     assert "target stopped answering" in last and "stackpatch resume" in last
-    assert lock_of(dfork.stack) is not None  # nothing could be released or undone
+    assert lock_of(fork.stack) is not None  # nothing could be released or undone
     r = cli("resume", "--repo", repo, "--yes")
     assert r.returncode == 2 and "does not answer" in r.stderr  # still down: one clear line
     relay.restore()
     r = cli("resume", "--repo", repo, "--yes", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["state"] == "deployed"
-    assert version_of(dfork.front_url)["revision"] == rel.revision
-    assert lock_of(dfork.stack) is None
+    assert version_of(fork.front_url)["revision"] == rel.revision
+    assert lock_of(fork.stack) is None
     relay.cut()
 
 
-def test_sigterm_in_the_canary_wave_rolls_back_and_releases_the_lock(sandbox, dfork, tmp_path):
+def test_sigterm_in_the_canary_wave_rolls_back_and_releases_the_lock(sandbox, fork, tmp_path):
     rel = release(sandbox, "good")
-    before = images_now(dfork.app_dir)
-    p = popen("deploy", "--repo", str(dfork.app_dir), "--release", str(write_release(rel, tmp_path / "r.json")), "--yes")
+    before = images_now(fork.app_dir)
+    p = popen("deploy", "--repo", str(fork.app_dir), "--release", str(write_release(rel, tmp_path / "r.json")), "--yes")
     try:
-        wait_for(lambda: last_intent(dfork.app_dir) == "update:phpfiles", 120, "the canary wave")
+        wait_for(lambda: last_intent(fork.app_dir) == "update:phpfiles", 120, "the canary wave")
         p.send_signal(signal.SIGTERM)
         out, err = p.communicate(timeout=300)
     finally:
@@ -188,5 +180,5 @@ def test_sigterm_in_the_canary_wave_rolls_back_and_releases_the_lock(sandbox, df
             p.kill()
     assert p.returncode == 1, err
     assert "interrupted by SIGTERM" in err and "rolled back" in err
-    assert images_now(dfork.app_dir) == before and lock_of(dfork.stack) is None
-    assert _intents(dfork.app_dir) == ["update:phpfiles"] and _states(dfork.app_dir)[-1] == "rolled-back"
+    assert images_now(fork.app_dir) == before and lock_of(fork.stack) is None
+    assert _intents(fork.app_dir) == ["update:phpfiles"] and _states(fork.app_dir)[-1] == "rolled-back"

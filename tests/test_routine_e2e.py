@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy_helpers import RequestLoop, drop_lock, version_of
+from deploy_helpers import RequestLoop, version_of
 from tests.fakes.cloudflare import FakeCloudflare
 
 pytestmark = pytest.mark.docker
@@ -136,4 +136,3 @@ def test_the_whole_routine_from_start_to_rollback(sandbox, fork, tmp_path):
         assert version_of(fork.front_url)["release"] == "26.11.1"
     finally:
         cf.stop()
-        drop_lock(fork.stack)

@@ -14,31 +14,23 @@ import time
 
 import pytest
 
-from deploy_helpers import RequestLoop, cli, drop_lock, journal_records, release, write_release
+from deploy_helpers import RequestLoop, cli, journal_records, release, write_release
 
 pytestmark = pytest.mark.docker
 
 
-@pytest.fixture
-def dfork(fork):
-    try:
-        yield fork
-    finally:
-        drop_lock(fork.stack)
-
-
-def test_no_request_fails_during_the_rollout(sandbox, dfork, tmp_path):
+def test_no_request_fails_during_the_rollout(sandbox, fork, tmp_path):
     rel = release(sandbox, "good")
-    loop = RequestLoop(dfork.front_url, rate=20, max_seconds=240)
+    loop = RequestLoop(fork.front_url, rate=20, max_seconds=240)
     wall0 = time.time()
     loop.start()
     time.sleep(1.0)
-    r = cli("deploy", "--repo", str(dfork.app_dir), "--release", str(write_release(rel, tmp_path / "r.json")),
+    r = cli("deploy", "--repo", str(fork.app_dir), "--release", str(write_release(rel, tmp_path / "r.json")),
             "--yes", "--json")
     time.sleep(1.0)
     samples = loop.stop()
     assert r.returncode == 0, r.stderr
-    recs = journal_records(dfork.app_dir)
+    recs = journal_records(fork.app_dir)
     spans = {}
     for rec in recs:
         if rec["kind"] in ("intent", "result") and not rec.get("undo"):
