@@ -356,16 +356,16 @@ def _read_toml(p: Path) -> dict[str, Any]:
 
 
 def load(path: str | Path | None = None) -> Config:
-    """Load and validate stackpatch.toml (a file path, a directory, or found from the cwd upwards)."""
-    if path is None:
-        p = find_config()
+    """Load and validate stackpatch.toml: a file path, or found from a directory (default: the cwd)
+    upwards to the repo root."""
+    if path is None or Path(path).is_dir():
+        start = Path(path) if path is not None else Path.cwd()
+        p = find_config(start)
         if p is None:
-            raise ConfigError(f"no {CONFIG_NAME} found here or in a parent up to the repo root: "
+            raise ConfigError(f"no {CONFIG_NAME} found in {start.resolve()} or a parent up to the repo root: "
                               f"create one (see docs/config.md) or pass its path")
     else:
         p = Path(path)
-        if p.is_dir():
-            p = p / CONFIG_NAME
     if not p.is_file():
         raise ConfigError(f"{p}: no such file: create it (see docs/config.md) or pass the right path")
     raw = _read_toml(p)
