@@ -375,7 +375,7 @@ def run(args: argparse.Namespace) -> int:
         one_line_fix(warm.app_dir, "# warm-up: another one-line fix\n", with_start=True, env=env, version=WARMUP)
         ship_argv = [CLI, "ship", "--yes", "--json"]
         if args.profile:  # the warm-up ship, profiled (wall clock, every thread), never the measured one
-            ship_argv = [sys.executable, "-m", "pyinstrument", "-r", "text", "--show-all", "-o",
+            ship_argv = [sys.executable, "-m", "pyinstrument", "-r", "text", "-o",
                          str(raw / "ship-profile.txt"), "-m", "stackpatch", "ship", "--yes", "--json"]
         log("warm-up ship" + (" under pyinstrument" if args.profile else ""))
         t0 = time.monotonic()

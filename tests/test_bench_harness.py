@@ -315,6 +315,9 @@ def test_run_assembles_results_that_hold_against_the_schema():
     assert t["builddir_grows_with_change"]["fresh_clone_ratio"] == 17.5
     by = sp["revisions"]["by_revision"]
     assert sum(v["count"] for v in by.values()) == summary["total_requests"] - summary["failed_requests"]
+    from benchmarks.report import render
+    md = render(res)
+    assert "| 0 failed requests | 52 of 170 |" in md and "**missed**" in md and f"{r.machine.cores} cores" in md
     broken = dict(res, contenders={"stackpatch": {k: v for k, v in sp.items() if k != "overhead_share"},
                                    "manual_routine": mr})
     with pytest.raises(ValidationError):
