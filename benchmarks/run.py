@@ -74,8 +74,8 @@ def log(msg: str) -> None:
     print(f"bench [{datetime.now(timezone.utc).strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-class Deadline(Exception):
-    """--max-minutes ran out."""
+class Deadline(BaseException):
+    """--max-minutes ran out (a BaseException, like KeyboardInterrupt: no `except Exception` swallows it)."""
 
 
 # ------------------------------------------------------------------ stackpatch's phases from its journal
@@ -263,6 +263,24 @@ def one_line_fix(app: Path, line: str, *, with_start: bool, env: dict[str, str],
     return git.out("rev-parse", "HEAD", cwd=app)
 
 
+def run_gently(argv: list[str], *, cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    """subprocess.run, but a timeout, Ctrl-C or the deadline sends SIGTERM first (stackpatch then rolls back
+    and removes its verify stack) and SIGKILL only after 60 s."""
+    with subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          stdin=subprocess.DEVNULL) as p:
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except BaseException:
+            p.terminate()
+            try:
+                p.communicate(timeout=60)
+            except BaseException:
+                p.kill()
+                p.wait()
+            raise
+        return subprocess.CompletedProcess(argv, p.returncode, out, err)
+
+
 def registry_creds(env_file: Path) -> tuple[str, str]:
     kv = {}
     for line in Path(env_file).read_text().splitlines():
@@ -379,8 +397,7 @@ def run(args: argparse.Namespace) -> int:
                          str(raw / "ship-profile.txt"), "-m", "stackpatch", "ship", "--yes", "--json"]
         log("warm-up ship" + (" under pyinstrument" if args.profile else ""))
         t0 = time.monotonic()
-        r = subprocess.run(ship_argv, cwd=warm.app_dir, env=env, capture_output=True,
-                           text=True, timeout=args.command_timeout, stdin=subprocess.DEVNULL)
+        r = run_gently(ship_argv, cwd=warm.app_dir, env=env, timeout=args.command_timeout)
         warm_s = time.monotonic() - t0
         (raw / "warmup.log").write_text(r.stderr)
         if r.returncode != 0:
@@ -505,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.alarm(int(args.max_minutes * 60))
     try:
         return run(args)
-    except (Deadline, KeyboardInterrupt, RuntimeError) as e:
+    except (Deadline, KeyboardInterrupt, RuntimeError, subprocess.TimeoutExpired) as e:
         log(f"error: {e}")
         return 1
     except Exception:  # noqa: BLE001 - a bug: the traceback helps, cleanup already ran
