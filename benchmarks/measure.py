@@ -8,7 +8,8 @@
    `{"phase", "event": "start"|"end", "ts"}` marks a phase (manual_routine.sh prints them), and a
    `--phases-file` written by the command (`{name: [start, end]}`, epoch seconds) is read after it;
 3. the load goes on `--after` seconds, then stops.
-Writes NAME.jsonl (every request), NAME.png (the chart), NAME.log (the command's stderr) and
+Writes NAME.jsonl (every request), NAME.png (the chart), NAME.log (the command's stderr, each line with
+its arrival time since the command started), NAME.out (its stdout) and
 NAME.contender.json (the figures, as `schema.Contender` wants them). The lead time runs from the
 command's start to the first successful answer of the new revision after which no other revision
 answered; when that never happens it is the command's wall time and `new_revision_served` is false.
