@@ -27,7 +27,8 @@ test-fast: venv
 	$(BIN)/python -m pytest -q -m "not docker" $(PYTEST_ARGS)
 
 bench: setup
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 docs: venv
 	$(BIN)/python -m stackpatch.config > docs/config.md

@@ -8,7 +8,8 @@
    `{"phase", "event": "start"|"end", "ts"}` marks a phase (manual_routine.sh prints them), and a
    `--phases-file` written by the command (`{name: [start, end]}`, epoch seconds) is read after it;
 3. the load goes on `--after` seconds, then stops.
-Writes NAME.jsonl (every request), NAME.png (the chart), NAME.log (the command's stderr) and
+Writes NAME.jsonl (every request), NAME.png (the chart), NAME.log (the command's stderr, each line with
+its arrival time since the command started), NAME.out (its stdout) and
 NAME.contender.json (the figures, as `schema.Contender` wants them). The lead time runs from the
 command's start to the first successful answer of the new revision after which no other revision
 answered; when that never happens it is the command's wall time and `new_revision_served` is false.
@@ -23,11 +24,23 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks import loadgen, schema  # noqa: E402
 from benchmarks.chart import chart  # noqa: E402
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM (the tools roll back and release what they hold), SIGKILL after 60 s."""
+    if proc.returncode is not None:
+        return
+    proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), 60)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
 
 
 def phases_from_lines(lines: Sequence[str]) -> tuple[dict[str, list[float]], dict[str, Any]]:
@@ -71,8 +84,13 @@ def serving_since(samples: Sequence[loadgen.Sample], revision: str, after: float
 async def measure(url: str, argv: Sequence[str], out_dir: Path, name: str, *, rate: float = 100.0,
                   before: float = 3.0, after: float = 5.0, revision: str | None = None,
                   phases_file: Path | None = None, timeout: float = 2.0, max_duration: float = 3600.0,
-                  title: str | None = None, env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """`env` is added to the command's environment (secrets go there, never in `argv`: argv is recorded)."""
+                  title: str | None = None, env: Mapping[str, str] | None = None, cwd: Path | None = None,
+                  phases_hook: Callable[[str, list[tuple[float, str]], float, float], dict[str, list[float]]] | None = None,
+                  command_timeout: float | None = None) -> dict[str, Any]:
+    """`env` is added to the command's environment (secrets go there, never in `argv`: argv is recorded).
+    The command's stdout is kept in NAME.out, its stderr in NAME.log with each line's arrival time.
+    `phases_hook(stdout, [(ts, stderr line)], t_start, t_end)`, when given, returns more phases ({name: [start, end]}, epoch)
+    once the command ended. After `command_timeout` seconds the command gets SIGTERM (then SIGKILL)."""
     loadgen.check_url(url)
     out_dir.mkdir(parents=True, exist_ok=True)
     stop = asyncio.Event()
@@ -81,20 +99,39 @@ async def measure(url: str, argv: Sequence[str], out_dir: Path, name: str, *, ra
     try:
         await asyncio.sleep(before)
         t_start = time.time()
-        with open(out_dir / f"{name}.log", "wb") as log:
-            proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, stderr=log,
-                                                        env={**os.environ, **(env or {})})
-            lines = []
+        proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
+                                                    stderr=asyncio.subprocess.PIPE, cwd=cwd,
+                                                    env={**os.environ, **(env or {})}, limit=1 << 20)
+        lines: list[str] = []
+        err_lines: list[tuple[float, str]] = []
+
+        async def read_out() -> None:
             assert proc.stdout is not None
             async for raw in proc.stdout:
                 lines.append(raw.decode("utf-8", "replace"))
-            code = await proc.wait()
+
+        async def read_err() -> None:
+            assert proc.stderr is not None
+            async for raw in proc.stderr:
+                err_lines.append((time.time(), raw.decode("utf-8", "replace").rstrip("\n")))
+
+        try:
+            await asyncio.wait_for(asyncio.gather(read_out(), read_err(), proc.wait()), command_timeout)
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            await _stop(proc)
+            raise
+        code = proc.returncode
         t_end = time.time()
+        (out_dir / f"{name}.out").write_text("".join(lines))
+        with open(out_dir / f"{name}.log", "w", encoding="utf-8") as log:
+            log.writelines(f"[{ts - t_start:8.3f}s] {line}\n" for ts, line in err_lines)
         await asyncio.sleep(after)
     finally:
         stop.set()
     samples = await load
     phases, extra = phases_from_lines(lines)
+    if phases_hook is not None:
+        phases.update(phases_hook("".join(lines), err_lines, t_start, t_end))
     if phases_file is not None and phases_file.exists():
         phases.update({k: [float(v[0]), float(v[1])] for k, v in json.loads(phases_file.read_text()).items()})
     if not phases:

@@ -250,3 +250,93 @@ def test_serving_since_needs_the_new_revision_to_stay():
     from benchmarks.measure import serving_since
     assert serving_since(seq, "b", 0) == pytest.approx(103.001)
     assert serving_since(seq, "c", 0) is None
+
+
+def test_stackpatch_phases_and_overhead_from_a_recorded_ship_journal():
+    from benchmarks.run import overhead, stackpatch_phases
+    recs = [json.loads(line) for line in (SAMPLES / "ship-journal.jsonl").read_text().splitlines()]
+    start = next(r for r in recs if r["kind"] == "run-start")
+    t0 = start["ts"] - 12.0   # the command started 12 s before the run-start record
+    end = recs[-1]["ts"] + 0.2
+    ph = stackpatch_phases(recs, t0, end)
+    # the build half from build_timings, then the journal's steps, in order, never overlapping
+    # (without stderr lines: end to end up to the run-start record, the rest at the start is `plan`)
+    assert list(ph)[:7] == ["plan", "workdir", "build:app", "build:front", "verify", "push", "update:phpfiles"]
+    assert {"update:phpfiles", "gate:canary", "migrate", "update:phpha", "update:web", "purge"} <= set(ph)
+    spans = sorted(ph.values())
+    assert all(a <= b for a, b in spans) and all(p[1] <= n[0] + 1e-3 for p, n in zip(spans, spans[1:]))
+    assert ph["push"][1] == pytest.approx(start["ts"], abs=1e-3)
+    for k, v in start["build_timings"].items():
+        assert ph[k][1] - ph[k][0] == pytest.approx(v, abs=2e-3)
+    # the anchors from stderr lines move the build phases to when stackpatch announced them
+    lines = [(t0 + 1.0, "→ sync the clean build directory at 2ced581"),
+             (t0 + 1.4, "→ build 127.0.0.1:5000/ns/app:git-commit-2ced581")]
+    anchored = stackpatch_phases(recs, t0, end, lines)
+    assert anchored["workdir"][0] == pytest.approx(t0 + 1.0, abs=1e-3)
+    assert anchored["build:app"][0] == pytest.approx(t0 + 1.4, abs=1e-3)
+    assert anchored["plan"] == [pytest.approx(t0, abs=1e-3), pytest.approx(t0 + 1.0, abs=1e-3)]
+    assert anchored["lock"][1] == pytest.approx(start["ts"], abs=1e-3) and anchored["lock"][0] > t0 + 1.4
+
+    wall = end - t0
+    o = overhead(ph, wall)
+    waits = sum(b - a for k, (a, b) in ph.items()
+                if k.startswith(("build:", "update:", "gate:", "serving")) or k in ("verify", "push", "migrate"))
+    assert o["waits_s"] == pytest.approx(waits, abs=2e-3)
+    assert o["overhead_share"] == pytest.approx((wall - waits) / wall, abs=1e-3)
+    # its parts: what is not a wait, and the time between steps
+    assert set(o["overhead_parts_s"]) == {"plan", "workdir", "purge", "between steps"}
+    assert sum(o["overhead_parts_s"].values()) == pytest.approx(o["overhead_s"], abs=0.01)
+
+
+def test_run_assembles_results_that_hold_against_the_schema():
+    from benchmarks.run import assemble, compact_revisions, overhead, stackpatch_phases
+    samples = loadgen.load(SAMPLES / "run.jsonl")
+    summary = loadgen.summarize(samples)
+    recs = [json.loads(line) for line in (SAMPLES / "ship-journal.jsonl").read_text().splitlines()]
+    t0 = next(r for r in recs if r["kind"] == "run-start")["ts"] - 12.0
+    ph = stackpatch_phases(recs, t0, recs[-1]["ts"])
+    wall = recs[-1]["ts"] - t0
+    rel = {k: [a - t0, b - t0] for k, (a, b) in ph.items()}
+    sp = schema.contender_figures(summary, ph, wall - 5, **overhead(rel, wall))
+    sp["revisions"] = compact_revisions(summary["revisions"], summary["revisions"][-1]["revision"])
+    manual_phases = json.loads((SAMPLES / "phases.json").read_text())
+    mr = schema.contender_figures(summary, manual_phases, 4 * wall)
+    bd = {"files": 10_000, "incremental_s": 0.3, "fresh_clone_s": 2.5,
+          "scaling": [{"files": 1000, "incremental_s": 0.25, "fresh_clone_s": 0.4},
+                      {"files": 30_000, "incremental_s": 0.35, "fresh_clone_s": 7.0}]}
+    res = assemble(schema.machine_info(), sp, mr, bd, date="2026-11-26")
+    r = schema.validate(res)
+    assert 0 < r.contenders.stackpatch.overhead_share < 1
+    t = res["targets"]
+    assert t["stackpatch_zero_failed"] == {"met": False, "value": 52, "target": 0}
+    assert t["lead_time_5x_shorter"]["met"] is False and t["lead_time_5x_shorter"]["value"] == pytest.approx(
+        4 * wall / (wall - 5), abs=0.01)
+    assert t["builddir_grows_with_change"]["met"] is True
+    assert t["builddir_grows_with_change"]["fresh_clone_ratio"] == 17.5
+    by = sp["revisions"]["by_revision"]
+    assert sum(v["count"] for v in by.values()) == summary["total_requests"] - summary["failed_requests"]
+    from benchmarks.report import render
+    md = render(res)
+    assert "| 0 failed requests | 52 of 170 |" in md and "**missed**" in md and f"{r.machine.cores} cores" in md
+    broken = dict(res, contenders={"stackpatch": {k: v for k, v in sp.items() if k != "overhead_share"},
+                                   "manual_routine": mr})
+    with pytest.raises(ValidationError):
+        assemble(broken["machine"], broken["contenders"]["stackpatch"], mr, bd)
+
+
+def test_committed_results_hold_against_the_schema():
+    files = sorted((ROOT / "benchmarks" / "results").glob("*.json"))
+    for f in files:
+        r = schema.validate(f)
+        assert r.contenders.stackpatch.lead_time_s > 0
+        for png in (f.with_name(f"{f.stem}-stackpatch.png"), f.with_name(f"{f.stem}-manual-routine.png")):
+            assert png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size < 300_000
+
+
+def test_overhead_over_the_lead_time_counts_only_what_ran_before_it():
+    from benchmarks.run import overhead
+    ph = {"plan": [0, 1], "build:app": [1, 3], "update:phpha": [3, 8], "update:web": [8, 10], "purge": [10, 10.5]}
+    o = overhead(ph, 11.0, lead_s=9.0)
+    assert o["waits_s"] == 9.0 and o["overhead_s"] == 2.0 and o["overhead_share"] == round(2 / 11, 4)
+    assert o["overhead_parts_s"] == {"plan": 1.0, "purge": 0.5, "between steps": 0.5}
+    assert o["overhead_share_of_lead_time"] == round(1 / 9, 4)   # plan only: purge came after

@@ -1,0 +1,90 @@
+"""The README's figures from a results file, as Markdown (ratios first, then the figures they come from).
+
+    python benchmarks/report.py benchmarks/results/2026-11-26-vm-2c24g.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from benchmarks import schema  # noqa: E402
+
+
+def _ms(v: float | None) -> str:
+    return "–" if v is None else f"{v:,.0f} ms" if v >= 100 else f"{v:.1f} ms"
+
+
+def _mark(t: dict[str, Any] | None) -> str:
+    return "–" if not t else ("met" if t["met"] else "**missed**")
+
+
+def render(data: dict[str, Any], name: str = "") -> str:
+    schema.validate(data)
+    m, sp, mr, bd = data["machine"], data["contenders"]["stackpatch"], data["contenders"]["manual_routine"], \
+        data["build_dir"]
+    t = data.get("targets") or {}
+    load = m.get("load_average") or []
+    ratio = mr["lead_time_s"] / sp["lead_time_s"]
+    lines = [
+        f"Measured {data.get('date', '')} on {m['cores']} cores, {m['memory_gib']:g} GiB, Docker "
+        f"{m['docker_version']}, kernel {m.get('kernel', '?')}"
+        + (f", load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1/5/15 min) at the start"
+           if len(load) == 3 else "")
+        + (f" ({name})" if name else "") + ".",
+        "",
+        "| target | stackpatch | manual routine | ratio / share | |",
+        "|---|---|---|---|---|",
+        f"| 0 failed requests | {sp['failed_requests']} of {sp['total_requests']:,} | {mr['failed_requests']} of "
+        f"{mr['total_requests']:,} | {sp['failed_requests'] / max(1, mr['failed_requests']):.2f}× the manual "
+        f"routine's failures | {_mark(t.get('stackpatch_zero_failed'))} |",
+        f"| no gap > 1 s | longest {sp['longest_gap_s']:.2f} s | longest {mr['longest_gap_s']:.2f} s | "
+        f"{sp['longest_gap_s'] / mr['longest_gap_s']:.2f}× | {_mark(t.get('stackpatch_gap_le_1s'))} |",
+        f"| lead time ≥ 5× shorter | {sp['lead_time_s']:.1f} s | {mr['lead_time_s']:.1f} s | "
+        + (f"{ratio:.2f}× shorter" if ratio >= 1 else f"{1 / ratio:.2f}× longer (5× shorter is the target)")
+        + f" | {_mark(t.get('lead_time_5x_shorter'))} |",
+        f"| overhead ≤ 10 % | {sp['overhead_s']:.1f} s of {sp.get('command_s', sp['lead_time_s']):.1f} s | – | "
+        f"{sp['overhead_share']:.1%} of ship's wall time"
+        + (f", {sp['overhead_share_of_lead_time']:.1%} of its lead time" if "overhead_share_of_lead_time" in sp
+           else "") + f" | {_mark(t.get('overhead_le_10pct'))} |",
+    ]
+    sizes = sorted([bd] + list(bd.get("scaling") or []), key=lambda d: d["files"])
+    g = t.get("builddir_grows_with_change")
+    lines.append(
+        f"| build dir grows with the change | " + ", ".join(f"{d['incremental_s']:.2f} s" for d in sizes)
+        + " (incremental) | " + ", ".join(f"{d['fresh_clone_s']:.2f} s" for d in sizes) + " (fresh clone) | "
+        + (f"{g['files_ratio']:g}× the files: incremental {g['incremental_ratio']:.2f}×, fresh clone "
+           f"{g['fresh_clone_ratio']:.2f}×" if g else "") + f" | {_mark(g)} |")
+    lines += ["", f"Build dir at {bd['files']:,} files, 1 file changed: incremental sync {bd['incremental_s']:.2f} s "
+              f"vs fresh clone {bd['fresh_clone_s']:.2f} s ({bd['fresh_clone_s'] / bd['incremental_s']:.1f}× faster); "
+              "sizes " + ", ".join(f"{d['files']:,}" for d in sizes) + ".", ""]
+    lines += ["| latency | stackpatch | manual routine | baseline (no deploy, before stackpatch / manual) |",
+              "|---|---|---|---|",
+              f"| p50 | {_ms(sp['p50_ms'])} | {_ms(mr['p50_ms'])} | {_ms(sp.get('baseline', {}).get('p50_ms'))} / "
+              f"{_ms(mr.get('baseline', {}).get('p50_ms'))} |",
+              f"| p99 | {_ms(sp['p99_ms'])} | {_ms(mr['p99_ms'])} | {_ms(sp.get('baseline', {}).get('p99_ms'))} / "
+              f"{_ms(mr.get('baseline', {}).get('p99_ms'))} |", ""]
+    lines += ["stackpatch's phases (s): " + ", ".join(f"{k} {v:.2f}" for k, v in sp["phases"].items()) + ".",
+              "",
+              "manual routine's phases (s): " + ", ".join(f"{k} {v:.2f}" for k, v in mr["phases"].items()) + "."]
+    if sp.get("overhead_parts_s"):
+        lines += ["", "stackpatch's overhead (s): " + ", ".join(f"{k} {v:.2f}" for k, v in
+                                                              sp["overhead_parts_s"].items()) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python benchmarks/report.py RESULTS.json", file=sys.stderr)
+        return 2
+    p = Path(args[0])
+    print(render(json.loads(p.read_text()), p.name), end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

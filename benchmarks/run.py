@@ -1,0 +1,536 @@
+"""`make bench`: stackpatch against a script of the manual routine, side by side, on one sandbox (issue 6).
+
+    python benchmarks/run.py [--rate 100] [--files 10000] [--scaling 1000,30000] [--max-minutes 45]
+
+1. brings up a sandbox of its own (name `bench-<hex>`, in a temp dir; never the user's `acme`);
+2. warm-up: a throwaway fork ships a different one-line hotfix with `stackpatch ship --yes`, so BuildKit's
+   cache and the base layers are warm, as on a user's second run;
+3. stackpatch: a FRESH fork at 26.11.1 whose build directory was synced once at 26.11.1 (what an earlier
+   ship of that repo leaves); `stackpatch start`, the one-line hotfix, push, then `stackpatch ship --yes --json`
+   under steady load; its phases come from its journal (.stackpatch/runs/<run-id>.jsonl);
+4. the manual routine: another FRESH fork, the same one-line hotfix on hotfix/26.11.1b, pushed, then
+   benchmarks/manual_routine.sh under the same load;
+5. the build directory: benchmarks/builddir_bench.py (10,000 files, a 1-file change, vs a fresh clone);
+6. writes benchmarks/results/<date>-<machine>.json (checked with benchmarks/schema.py) and one PNG per
+   contender run, benchmarks/results/<date>-<machine>-<contender>.png; the raw requests and logs go to
+   .bench/<date>-<machine>/ (not committed).
+Everything it created (forks, stacks, lock objects, images, the sandbox and its registry) is removed at the
+end, also on failure, Ctrl-C, SIGTERM or after --max-minutes.
+
+overhead_share (stackpatch) = 1 - (docker build + docker push + task start and health waits) / ship's wall time,
+where, from the journal and the run-start record's build_timings:
+  docker build   = build:<image> for every image
+  docker push    = push
+  task start and health waits = verify (a throwaway stack started and health-checked) + every update:<service>
+                   (swarm replaces the tasks and waits until they are healthy) + every gate:<wave> (checks
+                   polled until they pass) + migrate (a job task started and run) + serving (the front polled
+                   until it serves the new revision)
+The rest is stackpatch's own: process start, config, preflight and plan, registry login check, the build-dir
+sync, the lock, reading the stack, journal writes, digest checks, the CDN purge, and the gaps between steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "src"))
+from benchmarks import builddir_bench, measure, schema  # noqa: E402
+
+CLI = str(Path(sys.executable).with_name("stackpatch"))
+SCRIPT = ROOT / "benchmarks" / "manual_routine.sh"
+RESULTS = ROOT / "benchmarks" / "results"
+RELEASE = "26.11.1"
+HOTFIX = "26.11.1b"
+WARMUP = "26.11.1z"
+FIX_LINE = "# 26.11.1b: one-line hotfix\n"
+IDENTITY = ("-c", "user.name=stackpatch bench", "-c", "user.email=bench@stackpatch.invalid")
+
+# the journal steps that are docker build, docker push, task start or health waits (see the module doc)
+WAIT_PREFIXES = ("update:", "gate:", "serving")
+WAIT_STEPS = {"migrate"}
+BUILD_WAITS = {"verify", "push"}
+
+
+def log(msg: str) -> None:
+    print(f"bench [{datetime.now(timezone.utc).strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+class Deadline(BaseException):
+    """--max-minutes ran out (a BaseException, like KeyboardInterrupt: no `except Exception` swallows it)."""
+
+
+# ------------------------------------------------------------------ stackpatch's phases from its journal
+
+def journal_records(app: Path, run_id: str | None) -> list[dict]:
+    runs = app / ".stackpatch" / "runs"
+    path = runs / f"{run_id}.jsonl" if run_id else max(runs.glob("*.jsonl"), key=lambda p: p.stat().st_mtime)
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def stackpatch_phases(records: list[dict], t_start: float, t_end: float,
+                      err_lines: list[tuple[float, str]] | None = None) -> dict[str, list[float]]:
+    """{phase: [start, end]} (epoch) of one `ship` run.
+
+    The deploy half's steps are exact: intent → result records of the journal (rollback records excluded).
+    The build half is in the run-start record as durations (`build_timings`): each phase starts at the
+    stderr line that announces it when there is one ("sync the clean build directory", "build <repo>:",
+    "push "), else where the previous one ended; without stderr lines they are laid end to end up to the
+    run-start record. `plan` runs from the command's start to the build dir
+    sync; `lock` from the end of the push to the run-start record (lock, read the stack, plan the waves)."""
+    start = next(r for r in records if r["kind"] == "run-start")
+    bt: dict[str, float] = start.get("build_timings") or {}
+    err_lines = err_lines or []
+
+    def announced(pattern: str, after: float) -> float | None:
+        rx = re.compile(pattern)
+        return next((ts for ts, line in err_lines if ts >= after - 0.05 and rx.search(line)), None)
+
+    phases: dict[str, list[float]] = {}
+    if announced(r"sync the clean build directory", t_start) is not None:
+        t = t_start
+        for name in bt:
+            if name in ("workdir",):
+                pat = r"sync the clean build directory"
+            elif name.startswith("build:"):
+                pat = r"\bbuild \S*" + re.escape(name.split(":", 1)[1]) + r"\S*:"
+            elif name.startswith("push"):
+                pat = r"\bpush \S+"
+            else:
+                pat = None
+            at = announced(pat, t) if pat else None
+            s = at if at is not None and at >= t else t
+            phases[name] = [s, s + float(bt[name])]
+            t = s + float(bt[name])
+    else:  # no stderr to anchor them: end to end, ending at the run-start record
+        t = start["ts"] - sum(float(v) for v in bt.values())
+        for name, v in bt.items():
+            phases[name] = [t, t + float(v)]
+            t += float(v)
+    first = min((v[0] for v in phases.values()), default=start["ts"])
+    if first > t_start:
+        phases = {"plan": [t_start, first], **phases}
+    if start["ts"] > t:
+        phases["lock"] = [t, start["ts"]]
+    for r in records:
+        if r.get("undo") or r["kind"] not in ("intent", "result") or "step" not in r:
+            continue
+        if r["kind"] == "intent":
+            phases[r["step"]] = [r["ts"], r["ts"]]
+        elif r["step"] in phases:
+            phases[r["step"]][1] = r["ts"]
+    return {k: [round(a, 3), round(max(a, min(b, t_end)), 3)] for k, (a, b) in phases.items()}
+
+
+def is_wait(name: str) -> bool:
+    return name.startswith("build:") or name in BUILD_WAITS or name in WAIT_STEPS or name.startswith(WAIT_PREFIXES)
+
+
+def overhead(phases: dict[str, list[float]], wall_s: float, lead_s: float | None = None) -> dict[str, Any]:
+    """stackpatch's own time: the wall time minus docker build, push, task start and health waits.
+    `phases` are [start, end] in seconds since the command started. With `lead_s`, the same share is also
+    computed over [0, lead time] only (until the new revision serves)."""
+    waits = sum(b - a for k, (a, b) in phases.items() if is_wait(k))
+    own = {k: round(b - a, 3) for k, (a, b) in phases.items() if not is_wait(k)}
+    own["between steps"] = round(max(0.0, wall_s - sum(b - a for a, b in phases.values())), 3)
+    over = max(0.0, wall_s - waits)
+    out = {"overhead_share": round(over / wall_s, 4) if wall_s > 0 else 0.0, "overhead_s": round(over, 3),
+           "waits_s": round(waits, 3), "overhead_parts_s": own}
+    if lead_s:
+        in_lead = sum(max(0.0, min(b, lead_s) - max(a, 0.0)) for k, (a, b) in phases.items() if is_wait(k))
+        out["overhead_share_of_lead_time"] = round(max(0.0, lead_s - in_lead) / lead_s, 4)
+    return out
+
+
+# ------------------------------------------------------------------ results
+
+def compact_revisions(runs: list[dict], new: str) -> dict[str, Any]:
+    """Which revision answered over time, in a few numbers: per revision its first and last answer and its
+    count (seconds since the load started), and the window where old and new answered mixed (the rolling
+    update across replicas). The full sequence stays in the raw NAME.jsonl."""
+    per: dict[str, dict[str, Any]] = {}
+    for r in runs:
+        p = per.setdefault(r["revision"][:12] if r["revision"] else "none",
+                           {"first_s": r["from_s"], "last_s": r["to_s"], "count": 0})
+        p["last_s"] = max(p["last_s"], r["to_s"])
+        p["count"] += r["count"]
+    new_runs = [r for r in runs if r["revision"] == new]
+    old_runs = [r for r in runs if r["revision"] != new]
+    mixed = None
+    if new_runs and old_runs:
+        a, b = new_runs[0]["from_s"], max(r["to_s"] for r in old_runs)
+        mixed = [a, b] if b > a else None
+    return {"by_revision": per, "switches": max(0, len(runs) - 1), "mixed_window_s": mixed}
+
+
+def targets(results: dict) -> dict[str, Any]:
+    sp, mr = results["contenders"]["stackpatch"], results["contenders"]["manual_routine"]
+    bd = results["build_dir"]
+    ratio = mr["lead_time_s"] / sp["lead_time_s"] if sp["lead_time_s"] else None
+    out: dict[str, Any] = {
+        "stackpatch_zero_failed": {"met": sp["failed_requests"] == 0, "value": sp["failed_requests"], "target": 0},
+        "stackpatch_gap_le_1s": {"met": sp["longest_gap_s"] <= 1.0, "value": sp["longest_gap_s"], "target": 1.0},
+        "lead_time_5x_shorter": {"met": ratio is not None and ratio >= 5, "value": round(ratio or 0, 2), "target": 5},
+        "overhead_le_10pct": {"met": sp["overhead_share"] <= 0.10, "value": sp["overhead_share"], "target": 0.10},
+    }
+    sizes = sorted([bd] + list(bd.get("scaling") or []), key=lambda d: d["files"])
+    if len(sizes) >= 2:
+        small, big = sizes[0], sizes[-1]
+        inc = big["incremental_s"] / small["incremental_s"]
+        fresh = big["fresh_clone_s"] / small["fresh_clone_s"]
+        files = big["files"] / small["files"]
+        # "grows with the change, not with the repo": a repo N x larger costs the 1-file sync well under N x
+        out["builddir_grows_with_change"] = {
+            "met": inc < max(2.0, files / 4), "files_ratio": round(files, 1),
+            "incremental_ratio": round(inc, 2), "fresh_clone_ratio": round(fresh, 2)}
+    return out
+
+
+def assemble(machine: dict, stackpatch: dict, manual: dict, build_dir: dict, **meta: Any) -> dict[str, Any]:
+    """The results file: checked against benchmarks/schema.py before it is returned."""
+    results = {"machine": machine, "contenders": {"stackpatch": stackpatch, "manual_routine": manual},
+               "build_dir": build_dir, **meta}
+    schema.validate(results)
+    results["targets"] = targets(results)
+    schema.validate(results)
+    return results
+
+
+def machine() -> dict[str, Any]:
+    m = schema.machine_info()
+    m["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    try:
+        m["uptime"] = subprocess.run(["uptime"], capture_output=True, text=True, timeout=10).stdout.strip()
+        m["docker_client"] = subprocess.run([shutil.which("docker", path="/usr/bin") or "docker", "version",
+                                             "--format", "{{.Client.Version}}"], capture_output=True, text=True,
+                                            timeout=20).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name"))
+        m["cpu"] = model
+    except (OSError, StopIteration):
+        pass
+    m["platform"] = platform.platform()
+    return m
+
+
+def machine_slug(m: dict) -> str:
+    host = re.sub(r"[^a-z0-9-]+", "-", (m.get("hostname") or "host").lower()).strip("-")[:24] or "host"
+    return f"{host}-{m['cores']}c{round(m['memory_gib'])}g"
+
+
+# ------------------------------------------------------------------ the run
+
+def _git(*args: str, cwd: Path) -> str:
+    from stackpatch import git
+    return git.out(*args, cwd=cwd)
+
+
+def one_line_fix(app: Path, line: str, *, with_start: bool, env: dict[str, str], version: str = HOTFIX) -> str:
+    """hotfix/<version> from 26.11.1 (with `stackpatch start`, or by hand), one line appended, pushed."""
+    from stackpatch import git
+    if with_start:
+        r = subprocess.run([CLI, "start", version], cwd=app, env=env, capture_output=True, text=True, timeout=120,
+                           stdin=subprocess.DEVNULL)
+        if r.returncode != 0:
+            raise RuntimeError(f"stackpatch start failed: {r.stderr[-2000:]}")
+    else:
+        git.run("checkout", "--quiet", "-b", f"hotfix/{version}", RELEASE, cwd=app)
+    server = app / "app" / "server.py"
+    server.write_text(server.read_text() + line)
+    git.run(*IDENTITY, "commit", "--quiet", "-am", "one-line hotfix", cwd=app)
+    git.run("push", "--quiet", "--set-upstream", "origin", f"hotfix/{version}", cwd=app)
+    return git.out("rev-parse", "HEAD", cwd=app)
+
+
+def run_gently(argv: list[str], *, cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    """subprocess.run, but a timeout, Ctrl-C or the deadline sends SIGTERM first (stackpatch then rolls back
+    and removes its verify stack) and SIGKILL only after 60 s."""
+    with subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          stdin=subprocess.DEVNULL) as p:
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except BaseException:
+            p.terminate()
+            try:
+                p.communicate(timeout=60)
+            except BaseException:
+                p.kill()
+                p.wait()
+            raise
+        return subprocess.CompletedProcess(argv, p.returncode, out, err)
+
+
+def registry_creds(env_file: Path) -> tuple[str, str]:
+    kv = {}
+    for line in Path(env_file).read_text().splitlines():
+        if "=" in line and not line.lstrip().startswith("#"):
+            k, v = line.split("=", 1)
+            kv[k.strip()] = v.strip()
+    return (next(v for k, v in kv.items() if k.endswith("_USER")),
+            next(v for k, v in kv.items() if k.endswith("_PASSWORD")))
+
+
+class Cleanup:
+    """Undo actions, run last-in first-out, each one whatever the others do."""
+
+    def __init__(self) -> None:
+        self.actions: list[tuple[str, Callable[[], Any]]] = []
+
+    def add(self, what: str, fn: Callable[[], Any]) -> None:
+        self.actions.append((what, fn))
+
+    def run(self) -> list[str]:
+        failed = []
+        while self.actions:
+            what, fn = self.actions.pop()
+            try:
+                log(f"cleanup: {what}")
+                fn()
+            except BaseException as e:  # noqa: BLE001 - go on with the rest
+                failed.append(f"{what}: {e}")
+                log(f"cleanup: {what} failed: {e}")
+        return failed
+
+
+def drop_stack(stack: str) -> None:
+    from stackpatch.sandbox import api
+    from stackpatch.target import lock, rollout
+    client = rollout.connect("unix:///var/run/docker.sock")
+    for c in client.api.configs(filters={"name": lock.lock_name(stack)}):
+        client.api.remove_config(c["ID"])
+    for attempt in range(4):
+        try:
+            api.remove_stack(stack)
+            return
+        except Exception:  # noqa: BLE001 - the engine can answer 404 while removing; retry
+            if attempt == 3:
+                raise
+            time.sleep(2)
+
+
+def remove_images(registry_host: str, namespace: str) -> None:
+    """Every local image tagged under this sandbox's registry namespace (unique port: ours only)."""
+    from stackpatch.sandbox import engine
+    c = engine.client()
+    prefix = f"{registry_host}/{namespace}/"
+    for img in c.images.list():
+        for tag in img.tags:
+            if tag.startswith(prefix) and "/db:" not in tag:
+                try:
+                    c.images.remove(tag, noprune=False)
+                except Exception:  # noqa: BLE001 - in use by a task still stopping, or gone
+                    pass
+
+
+def make_fork(info, root: Path, label: str, cleanup: Cleanup):
+    from stackpatch.sandbox import api
+    stack = f"{info.name}-{label}-prod"
+    cleanup.add(f"remove stack {stack}", lambda: drop_stack(stack))
+    log(f"fork {stack} at {RELEASE}")
+    return api.fork(info, root / label, stack)
+
+
+def run(args: argparse.Namespace) -> int:
+    from stackpatch.build import workdir as workdir_mod
+    from stackpatch.sandbox import api
+    from tests.fakes.cloudflare import FakeCloudflare
+
+    t_bench = time.time()
+    m = machine()
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    stem = f"{stamp}-{machine_slug(m)}"
+    raw = ROOT / ".bench" / stem
+    if raw.exists():
+        shutil.rmtree(raw)
+    raw.mkdir(parents=True)
+    log(f"machine: {m['cores']} cores, {m['memory_gib']} GiB, Docker {m['docker_version']}, load {m['load_average']}")
+    cleanup = Cleanup()
+    root = Path(tempfile.mkdtemp(prefix="stackpatch-bench-"))
+    cleanup.add(f"remove {root}", lambda: shutil.rmtree(root, ignore_errors=True))
+    name = args.name or f"bench-{uuid.uuid4().hex[:6]}"
+    cf = FakeCloudflare().start()
+    cleanup.add("stop the local Cloudflare API", cf.stop)
+    env = {**os.environ, "STACKPATCH_CACHE_DIR": str(root / "cache"), "BENCH_CF_TOKEN": cf.token}
+    try:
+        sbdir = root / "sandbox"
+        cleanup.add(f"sandbox down {name}", lambda: api.down(sbdir))
+        log(f"sandbox up {name} in {sbdir}")
+        t0 = time.monotonic()
+        info = api.up(sbdir, name=name)
+        sandbox_s = time.monotonic() - t0
+        cleanup.add("remove the images built under the sandbox's registry", lambda: remove_images(info.registry, name))
+        user, password = registry_creds(info.registry_env_file)
+        cdn = (f'\n[cdn]\nzone = "{cf.zone}"\napi_url = "{cf.api_url}"\ntoken_env = "BENCH_CF_TOKEN"\n'
+               'purge = "files"\nitems = ["https://acme.example/static/app.js", '
+               '"https://acme.example/static/style.css"]\n')
+
+        # warm-up: a throwaway fork ships another one-line fix (BuildKit cache, base layers)
+        warm = make_fork(info, root, "warm", cleanup)
+        with warm.config_path.open("a") as f:
+            f.write(cdn)
+        # another version: the registry namespace is shared by the forks and tags are never reused
+        one_line_fix(warm.app_dir, "# warm-up: another one-line fix\n", with_start=True, env=env, version=WARMUP)
+        ship_argv = [CLI, "ship", "--yes", "--json"]
+        if args.profile:  # the warm-up ship, profiled (wall clock, every thread), never the measured one
+            ship_argv = [sys.executable, "-m", "pyinstrument", "-r", "text", "-o",
+                         str(raw / "ship-profile.txt"), "-m", "stackpatch", "ship", "--yes", "--json"]
+        log("warm-up ship" + (" under pyinstrument" if args.profile else ""))
+        t0 = time.monotonic()
+        r = run_gently(ship_argv, cwd=warm.app_dir, env=env, timeout=args.command_timeout)
+        warm_s = time.monotonic() - t0
+        (raw / "warmup.log").write_text(r.stderr)
+        if r.returncode != 0:
+            raise RuntimeError(f"the warm-up ship failed (exit {r.returncode}): {r.stderr[-1500:]}")
+        drop_stack(warm.stack)
+
+        # stackpatch, on a fresh fork whose build dir an earlier ship left at 26.11.1
+        fork = make_fork(info, root, "sp", cleanup)
+        with fork.config_path.open("a") as f:
+            f.write(cdn)
+        old_env = os.environ.get("STACKPATCH_CACHE_DIR")
+        os.environ["STACKPATCH_CACHE_DIR"] = env["STACKPATCH_CACHE_DIR"]
+        try:
+            workdir_mod.sync(fork.app_dir, "origin", _git("rev-parse", f"{RELEASE}^{{commit}}", cwd=fork.app_dir))
+        finally:
+            if old_env is None:
+                os.environ.pop("STACKPATCH_CACHE_DIR", None)
+            else:
+                os.environ["STACKPATCH_CACHE_DIR"] = old_env
+        sha = one_line_fix(fork.app_dir, FIX_LINE, with_start=True, env=env)
+        time.sleep(1.1)  # the build dir was synced before the hotfix was written (no "racily clean" files)
+        run_info: dict[str, Any] = {}
+
+        def sp_phases(stdout: str, err_lines: list[tuple[float, str]], t_start: float,
+                      t_end: float) -> dict[str, list[float]]:
+            out = json.loads(stdout) if stdout.strip() else {}
+            run_info["ship"] = out
+            recs = journal_records(fork.app_dir, (out.get("run") or {}).get("run_id"))
+            return stackpatch_phases(recs, t_start, t_end, err_lines)
+
+        log(f"stackpatch ship under {args.rate:g} req/s on {fork.front_url}")
+        sp = asyncio.run(measure.measure(
+            f"{fork.front_url}/version", [CLI, "ship", "--yes", "--json"], raw, "stackpatch", rate=args.rate,
+            before=args.before, after=args.after, revision=sha, cwd=fork.app_dir, env=env, phases_hook=sp_phases,
+            command_timeout=args.command_timeout, max_duration=args.command_timeout + 120,
+            title=f"stackpatch ship --yes: {RELEASE} → {HOTFIX}, {args.rate:g} req/s"))
+        if sp["exit_code"] != 0:
+            raise RuntimeError(f"stackpatch ship failed (exit {sp['exit_code']}); see {raw}/stackpatch.log")
+        sp.update(overhead(sp["phase_times"], sp["command_s"], sp["lead_time_s"]))
+        sp["revision"] = sha
+        ship = run_info.get("ship") or {}
+        sp["ship_timings"] = ship.get("timings")
+        sp["run_state"] = (ship.get("run") or {}).get("state")
+        sp["workdir_cold"] = ship.get("workdir_cold")
+        sp["warmup_ship_s"] = round(warm_s, 2)
+        shutil.copy(fork.app_dir / ".stackpatch" / "runs" / f"{(ship.get('run') or {}).get('run_id')}.jsonl",
+                    raw / "stackpatch-journal.jsonl")
+        drop_stack(fork.stack)
+
+        # the manual routine, on another fresh fork
+        mfork = make_fork(info, root, "manual", cleanup)
+        msha = one_line_fix(mfork.app_dir, FIX_LINE, with_start=False, env=env)
+        argv = ["bash", str(SCRIPT), "--repo", str(mfork.origin_dir), "--ref", f"hotfix/{HOTFIX}",
+                "--version", HOTFIX, "--registry", f"{info.registry}/{name}", "--stack", mfork.stack,
+                "--base-image", info.base_image]
+        log(f"manual routine under {args.rate:g} req/s on {mfork.front_url}")
+        mr = asyncio.run(measure.measure(
+            f"{mfork.front_url}/version", argv, raw, "manual_routine", rate=args.rate, before=args.before,
+            after=args.after, revision=msha, env={"REGISTRY_USER": user, "REGISTRY_PASSWORD": password},
+            command_timeout=args.command_timeout, max_duration=args.command_timeout + 120,
+            title=f"manual routine script: {RELEASE} → {HOTFIX}, {args.rate:g} req/s"))
+        if mr["exit_code"] != 0:
+            raise RuntimeError(f"the manual routine failed (exit {mr['exit_code']}); see {raw}/manual_routine.log")
+        drop_stack(mfork.stack)
+    finally:
+        failed = cleanup.run()
+    if failed:
+        log(f"cleanup left: {failed}")
+
+    log(f"build directory: {args.files} files, 1-file change, vs a fresh clone")
+    bd = builddir_bench.measure(args.files, None, args.repeat)
+    if args.scaling:
+        bd["scaling"] = [builddir_bench.measure(int(n), None, args.repeat) for n in args.scaling.split(",") if n.strip()]
+
+    m["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
+    for c in (sp, mr):
+        c["revisions"] = compact_revisions(c.pop("revisions"), c["revision"])
+        c["command"] = [Path(a).name if a.startswith(str(ROOT)) or a == CLI else a for a in c["command"]]
+    results = assemble(m, sp, mr, bd, date=stamp, generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                       bench={"rate": args.rate, "before_s": args.before, "after_s": args.after, "sandbox": name,
+                              "sandbox_up_s": round(sandbox_s, 1), "total_s": round(time.time() - t_bench, 1),
+                              "hotfix": f"{RELEASE} → {HOTFIX}, one line appended to app/server.py",
+                              "cdn": "stackpatch purges a local server speaking Cloudflare's API; the manual "
+                                     "script does not purge (step 9 is by hand)"})
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{stem}.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    for c in ("stackpatch", "manual_routine"):
+        shutil.copy(raw / f"{c}.png", RESULTS / f"{stem}-{c.replace('_', '-')}.png")
+    if (raw / "ship-profile.txt").exists():
+        shutil.copy(raw / "ship-profile.txt", RESULTS / f"{stem}-ship-profile.txt")
+    log(f"wrote {out} (raw requests and logs in {raw})")
+    print(json.dumps({"results": str(out), "targets": results["targets"]}, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rate", type=float, default=100.0, help="requests per second to the front (default 100)")
+    ap.add_argument("--before", type=float, default=5.0, help="seconds of load before each command (default 5)")
+    ap.add_argument("--after", type=float, default=5.0, help="seconds of load after each command (default 5)")
+    ap.add_argument("--files", type=int, default=10_000, help="files of the build-dir repo (default 10000)")
+    ap.add_argument("--scaling", default="1000,30000", help="more repo sizes for the build dir ('' for none)")
+    ap.add_argument("--repeat", type=int, default=3, help="build-dir rounds per size (medians)")
+    ap.add_argument("--name", help="sandbox name (default bench-<random>)")
+    ap.add_argument("--command-timeout", type=float, default=900, help="seconds per contender command")
+    ap.add_argument("--no-profile", dest="profile", action="store_false",
+                    help="do not run the warm-up ship under pyinstrument (default: profile it when installed)")
+    ap.add_argument("--max-minutes", type=float, default=45, help="the whole benchmark's bound")
+    args = ap.parse_args(argv)
+    if args.profile and importlib.util.find_spec("pyinstrument") is None:
+        log("pyinstrument is not installed (pip install pyinstrument): the warm-up ship is not profiled")
+        args.profile = False
+
+    def bound(signum, frame):
+        raise Deadline(f"the benchmark ran out of its {args.max_minutes:g} minutes")
+
+    def term(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGALRM, bound)
+    signal.signal(signal.SIGTERM, term)
+    signal.alarm(int(args.max_minutes * 60))
+    try:
+        return run(args)
+    except (Deadline, KeyboardInterrupt, RuntimeError, subprocess.TimeoutExpired) as e:
+        log(f"error: {e}")
+        return 1
+    except Exception:  # noqa: BLE001 - a bug: the traceback helps, cleanup already ran
+        traceback.print_exc()
+        return 1
+    finally:
+        signal.alarm(0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
