@@ -87,6 +87,7 @@ class Server(ThreadingHTTPServer):
     daemon_threads = False  # server_close() joins in-flight request threads
     block_on_close = True
     allow_reuse_address = True
+    request_queue_size = 128  # socketserver's default backlog of 5 drops connections under load
 
 
 def main() -> None:
