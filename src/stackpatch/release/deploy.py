@@ -168,21 +168,33 @@ def _take_over(cfg, client, v: J.RunView) -> None:
     lock_mod.acquire(client, cfg.target.stack, _lock_info(cfg, v.run_id, v.version or "?"), take_over_run=True)
 
 
-def resume(cfg, *, yes: bool = True, progress: Progress | None = None) -> RunResult:
-    """Continue the interrupted run from its last completed step, deciding from the LIVE state."""
-    progress = _progress(progress)
+def _reopen_unfinished(cfg, verb: str, none_left: str, check=None):
+    """The stack's unfinished run, its lock taken over and its journal reopened: (view, client, journal)."""
     root = repo_root(cfg)
     stack = cfg.target.stack
     v = history.unfinished(root, stack)
     if v is None:
-        raise UserError(f"no interrupted run on stack {stack} in {J.runs_dir(root)}: nothing to resume "
-                        "(see `stackpatch history`)")
-    if v.state in (J.ROLLING_BACK, J.ROLLBACK_FAILED):
-        raise UserError(f"run {v.run_id} stopped while rolling back: `stackpatch abort` finishes restoring "
-                        "the previous images")
+        kind = "interrupted" if verb == "resume" else "unfinished"
+        raise UserError(f"no {kind} run on stack {stack} in {J.runs_dir(root)}: {none_left}")
+    if check is not None:
+        check(v)
     client = rollout.connect_target(cfg.target)
     _take_over(cfg, client, v)
-    jr = J.Journal.open(root, v.run_id)
+    return v, client, J.Journal.open(root, v.run_id)
+
+
+def resume(cfg, *, yes: bool = True, progress: Progress | None = None) -> RunResult:
+    """Continue the interrupted run from its last completed step, deciding from the LIVE state."""
+    progress = _progress(progress)
+    stack = cfg.target.stack
+
+    def resumable(v: J.RunView) -> None:
+        if v.state in (J.ROLLING_BACK, J.ROLLBACK_FAILED):
+            raise UserError(f"run {v.run_id} stopped while rolling back: `stackpatch abort` finishes restoring "
+                            "the previous images")
+
+    v, client, jr = _reopen_unfinished(cfg, "resume", "nothing to resume (see `stackpatch history`)",
+                                       check=resumable)
     owner, host, pid = J.owner_host_pid()
     jr.append("resume", owner=owner, host=host, pid=pid, after=v.last_step, done=v.done_steps)
     progress(f"resuming run {v.run_id} ({v.from_version or '?'} → {v.version}) after {v.last_step or 'the start'}")
@@ -198,15 +210,9 @@ def resume(cfg, *, yes: bool = True, progress: Progress | None = None) -> RunRes
 def abort(cfg, *, progress: Progress | None = None) -> RunResult:
     """Put every service the unfinished run may have changed back on its recorded previous image."""
     progress = _progress(progress)
-    root = repo_root(cfg)
     stack = cfg.target.stack
-    v = history.unfinished(root, stack)
-    if v is None:
-        raise UserError(f"no unfinished run on stack {stack} in {J.runs_dir(root)}: nothing to abort "
-                        "(to go back to an earlier release: `stackpatch rollback`)")
-    client = rollout.connect_target(cfg.target)
-    _take_over(cfg, client, v)
-    jr = J.Journal.open(root, v.run_id)
+    v, client, jr = _reopen_unfinished(cfg, "abort", "nothing to abort (to go back to an earlier release: "
+                                                     "`stackpatch rollback`)")
     owner, host, pid = J.owner_host_pid()
     jr.append("abort", owner=owner, host=host, pid=pid, after=v.last_step)
     progress(f"aborting run {v.run_id}: restoring the images recorded before it")

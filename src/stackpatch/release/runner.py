@@ -114,11 +114,15 @@ def _http_get(url: str, timeout: float = 5) -> tuple[int, str]:
         return e.code, e.read().decode(errors="replace")
 
 
-def _retry(ctx: Context, what: str, timeout: float, fn: Callable[[], tuple[bool, str]]) -> None:
+def _retry(ctx: Context, what: str, timeout: float, fn: Callable[[], tuple[bool, str]],
+           stop: bool = True) -> None:
+    """Call fn until it says ok, every 0.5 s for `timeout` seconds; then a FaultError with its last word.
+    With stop, a pending SIGINT/SIGTERM interrupts the wait (not during a rollback's own checks)."""
     deadline = time.monotonic() + timeout
     last = ""
     while True:
-        ctx.guard.check()
+        if stop:
+            ctx.guard.check()
         try:
             ok, last = fn()
         except (OSError, urllib.error.URLError, ValueError) as e:
@@ -208,20 +212,7 @@ def check_serving(ctx: Context, url: str, revision: str, timeout: float, stop: b
             return False, f"GET {url} answered {code}"
         got = json.loads(body).get("revision")
         return got == revision, f"{url} serves revision {got}, expected {revision}"
-    deadline = time.monotonic() + timeout
-    last = ""
-    while True:
-        if stop:
-            ctx.guard.check()
-        try:
-            ok, last = probe()
-        except (OSError, urllib.error.URLError, ValueError) as e:
-            ok, last = False, str(getattr(e, "reason", e))
-        if ok:
-            return
-        if time.monotonic() >= deadline:
-            raise FaultError(f"the front does not serve the expected revision: {last}")
-        time.sleep(0.5)
+    _retry(ctx, "the check that the front serves the expected revision", timeout, probe, stop=stop)
 
 
 STEP_FUNCS = {"update": do_update, "gate": do_gate, "migrate": do_migrate}
