@@ -313,22 +313,6 @@ class Cleanup:
         return failed
 
 
-def drop_stack(stack: str) -> None:
-    from stackpatch.sandbox import api
-    from stackpatch.target import lock, rollout
-    client = rollout.connect("unix:///var/run/docker.sock")
-    for c in client.api.configs(filters={"name": lock.lock_name(stack)}):
-        client.api.remove_config(c["ID"])
-    for attempt in range(4):
-        try:
-            api.remove_stack(stack)
-            return
-        except Exception:  # noqa: BLE001 - the engine can answer 404 while removing; retry
-            if attempt == 3:
-                raise
-            time.sleep(2)
-
-
 def remove_images(registry_host: str, namespace: str) -> None:
     """Every local image tagged under this sandbox's registry namespace (unique port: ours only)."""
     from stackpatch.sandbox import engine
@@ -346,7 +330,7 @@ def remove_images(registry_host: str, namespace: str) -> None:
 def make_fork(info, root: Path, label: str, cleanup: Cleanup):
     from stackpatch.sandbox import api
     stack = f"{info.name}-{label}-prod"
-    cleanup.add(f"remove stack {stack}", lambda: drop_stack(stack))
+    cleanup.add(f"remove stack {stack}", lambda: api.remove_stack(stack))
     log(f"fork {stack} at {RELEASE}")
     return api.fork(info, root / label, stack)
 
@@ -402,7 +386,7 @@ def run(args: argparse.Namespace) -> int:
         (raw / "warmup.log").write_text(r.stderr)
         if r.returncode != 0:
             raise RuntimeError(f"the warm-up ship failed (exit {r.returncode}): {r.stderr[-1500:]}")
-        drop_stack(warm.stack)
+        api.remove_stack(warm.stack)
 
         # stackpatch, on a fresh fork whose build dir an earlier ship left at 26.11.1
         fork = make_fork(info, root, "sp", cleanup)
@@ -445,7 +429,7 @@ def run(args: argparse.Namespace) -> int:
         sp["warmup_ship_s"] = round(warm_s, 2)
         shutil.copy(fork.app_dir / ".stackpatch" / "runs" / f"{(ship.get('run') or {}).get('run_id')}.jsonl",
                     raw / "stackpatch-journal.jsonl")
-        drop_stack(fork.stack)
+        api.remove_stack(fork.stack)
 
         # the manual routine, on another fresh fork
         mfork = make_fork(info, root, "manual", cleanup)
@@ -461,7 +445,7 @@ def run(args: argparse.Namespace) -> int:
             title=f"manual routine script: {RELEASE} → {HOTFIX}, {args.rate:g} req/s"))
         if mr["exit_code"] != 0:
             raise RuntimeError(f"the manual routine failed (exit {mr['exit_code']}); see {raw}/manual_routine.log")
-        drop_stack(mfork.stack)
+        api.remove_stack(mfork.stack)
     finally:
         failed = cleanup.run()
     if failed:

@@ -293,23 +293,6 @@ def images_now(app_dir: Path) -> dict[str, str]:
     return {n: s["image"] for n, s in services_json(app_dir)["services"].items() if s["managed"]}
 
 
-def drop_lock(stack: str) -> None:
-    """Test teardown: remove the lock config object of a test's own stack, if a test left it, then the
-    stack itself (retrying: listing containers while the engine removes them can answer 404)."""
-    from docker.errors import APIError
-    from stackpatch.sandbox import api
-    from stackpatch.target import lock, rollout
-    client = rollout.connect("unix:///var/run/docker.sock")
-    for c in client.api.configs(filters={"name": lock.lock_name(stack)}):
-        client.api.remove_config(c["ID"])
-    for attempt in range(4):
-        try:
-            api.remove_stack(stack)
-            return
-        except APIError:
-            time.sleep(1)
-
-
 def lock_of(stack: str):
     from stackpatch.target import lock, rollout
     return lock.read(rollout.connect("unix:///var/run/docker.sock"), stack)

@@ -141,7 +141,10 @@ def remove(c: docker.DockerClient, stack: str, timeout: float = 120) -> dict[str
     deadline = time.monotonic() + timeout
     flt = {"label": f"{NS}={stack}"}
     while True:
-        left = c.api.containers(all=True, filters=flt)
+        try:
+            left = c.api.containers(all=True, filters=flt)
+        except APIError:  # Docker 20.10 can answer 404 while it removes a listed container: look again
+            left = [{"State": "removing"}]
         if not left:
             break
         if time.monotonic() > deadline:
