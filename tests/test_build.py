@@ -227,11 +227,11 @@ def test_plan_refuses_an_unreachable_target(mfork, env, tmp_path):
     dead = f"unix://{tmp_path}/dead.sock"
     with edited_config(mfork, (r'^docker_host = ".*"$', f'docker_host = "{dead}"')):
         res = run("plan", cwd=mfork.app_dir, env=env)
-    assert_one_line_refusal(res, 2, rf"cannot reach the Docker engine at {re.escape(dead)} \(.*\): start it")
+    assert_one_line_refusal(res, 2, rf"the Docker engine at {re.escape(dead)} does not answer \(.*\): start it")
     # without target.docker_host in the file, DOCKER_HOST names the engine
     with edited_config(mfork, (r'^docker_host = ".*"\n', '')):
         res = run("plan", cwd=mfork.app_dir, env={**env, "DOCKER_HOST": dead})
-    assert_one_line_refusal(res, 2, rf"cannot reach the Docker engine at {re.escape(dead)}")
+    assert_one_line_refusal(res, 2, rf"the Docker engine at {re.escape(dead)} does not answer")
 
 
 @pytest.mark.docker
