@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 LabelResolver = Callable[[ImageRef], dict[str, str]]
 LOCK_LABEL = "stackpatch.lock"
+LOCK_EXPIRES_LABEL = "stackpatch.lock.expires-at"  # the heartbeat's renewed expiry
 
 
 def lock_name(stack: str) -> str:
@@ -44,6 +45,16 @@ def decode_lock(data_b64: str | bytes | None) -> LockInfo:
     except (ValueError, KeyError, TypeError):
         # unreadable lock: held by an unknown owner, expired (so `unlock --force` can clear it)
         return LockInfo("unknown", "unknown", 0, "?", "?", 0.0, 0.0)
+
+
+def _lock_of(config: dict) -> LockInfo:
+    info = decode_lock(config["Spec"].get("Data"))
+    try:
+        renewed = float((config["Spec"].get("Labels") or {})[LOCK_EXPIRES_LABEL])
+    except (KeyError, ValueError):
+        return info
+    return LockInfo(info.owner, info.host, info.pid, info.version, info.run_id, info.started_at,
+                    max(info.expires_at, renewed))
 
 
 class SwarmTarget:
@@ -283,7 +294,7 @@ class SwarmTarget:
 
     def read_lock(self) -> LockInfo | None:
         c = self._lock_config()
-        return None if c is None else decode_lock(c["Spec"].get("Data"))
+        return None if c is None else _lock_of(c)
 
     def create_lock(self, info: LockInfo) -> bool:
         """Creating a config whose name exists fails (409): atomic across machines."""
@@ -310,6 +321,16 @@ class SwarmTarget:
             return True
         except EngineObjectMissing:
             return False
+
+    def renew_lock(self, run_id: str, expires_at: float) -> bool:
+        """A config's data cannot change, its labels can: the renewed expiry is a label."""
+        c = self._lock_config()
+        if c is None or decode_lock(c["Spec"].get("Data")).run_id != run_id:
+            return False
+        spec = dict(c["Spec"])
+        spec["Labels"] = {**(spec.get("Labels") or {}), LOCK_EXPIRES_LABEL: f"{expires_at:.3f}"}
+        self.engine.post_json("/configs/{0}/update", c["ID"], data=spec, params={"version": c["Version"]["Index"]})
+        return True
 
 
 def from_config(cfg: "Config", label_resolver: LabelResolver | None = None) -> SwarmTarget:
