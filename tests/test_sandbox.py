@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -272,6 +273,29 @@ def test_down_leaves_nothing_behind(sandbox):
         assert baseimage.exists(c)  # the cache stays without --all
         again = run_cli("sandbox", "status", "--dir", str(d))
         assert "no sandbox" in one_error_line(again)
+
+
+# ------------------------------------------------------------------ the registry's htpasswd, without apache2-utils
+
+@pytest.mark.skipif(shutil.which("docker-registry") is None, reason="docker-registry is installed by make setup")
+def test_registry_accepts_the_bcrypt_line_written_in_python(tmp_path):
+    """Debian's docker-registry (no Docker engine needed) checks the $2b$ line Python's bcrypt wrote."""
+    from stackpatch.sandbox.registry import free_port
+    reg = Registry(tmp_path, free_port())
+    assert reg.ensure_credentials() and not reg.ensure_credentials()  # once, then kept
+    line = (reg.dir / "htpasswd").read_text()
+    user, password = reg.credentials()
+    assert line.startswith(f"{user}:$2b$05$") and password not in line
+    assert oct((reg.dir / "htpasswd").stat().st_mode & 0o777) == "0o600"
+    assert oct(reg.env_file.stat().st_mode & 0o777) == "0o600"
+    try:
+        reg.start()
+        assert get(f"http://{reg.host}/v2/")[0] == 401
+        assert get(f"http://{reg.host}/v2/", auth=(user, password + "x"))[0] == 401
+        assert get(f"http://{reg.host}/v2/", auth=(user, password))[0] == 200
+    finally:
+        assert reg.stop()
+    assert reg.pid() is None
 
 
 # ------------------------------------------------------------------ bad input
