@@ -55,6 +55,15 @@ def port_is_free(port: int) -> bool:
     return True
 
 
+def executable() -> str:
+    """Debian's docker-registry, or a one-line UserError saying how to install it."""
+    exe = shutil.which("docker-registry")
+    if not exe:
+        raise UserError("docker-registry is not installed: `apt-get install docker-registry` "
+                        "(or `make setup`) and retry")
+    return exe
+
+
 def htpasswd_line(user: str, password: str) -> str:
     """One htpasswd line with a bcrypt hash, as `htpasswd -B` writes it (Python's bcrypt says $2b$, Apache
     $2y$: the registry checks it with Go's bcrypt, which reads both). No apache2-utils needed."""
@@ -158,10 +167,7 @@ class Registry:
         if not port_is_free(self.port):
             raise UserError(f"port {self.port} on 127.0.0.1 is taken by another process: free it, or use "
                             "another --registry-port (or `stackpatch sandbox down` to start afresh)")
-        exe = shutil.which("docker-registry")
-        if not exe:
-            raise UserError("docker-registry is not installed: `apt-get install docker-registry` "
-                            "(or `make setup`) and retry")
+        exe = executable()
         self.write_config()
         log = open(self.log_file, "ab")
         try:
