@@ -361,6 +361,10 @@ def _up(c, dir: Path, st: State) -> SandboxInfo:
 
     # stack
     front_url = f"http://127.0.0.1:{st.front_port}"
+    foreign = stack_mod.not_owned(stack_mod.objects(c, st.stack), st.owned)
+    if foreign:  # deployed by someone else since the preflight: up undoes this run's work
+        raise UserError(f"stack {st.stack} appeared on this engine meanwhile and is not this sandbox's "
+                        f"({', '.join(foreign[:3])}): pass another --name, or remove that stack")
     current = stack_mod.states(c, st.stack)
     expected_images = {"phpfiles": st.images["app"], "phpha": st.images["app"], "web": st.images["front"],
                        "edge": st.images["front"], "db": st.images["db"]}
