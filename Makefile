@@ -6,12 +6,15 @@ SANDBOX_DIR ?= $(CURDIR)/.sandbox
 
 .PHONY: setup venv demo test test-fast bench clean-sandbox docs
 
-setup: venv
+# the system packages first (python3-venv among them: Debian's python3 cannot make a venv without it)
+setup:
 	bash scripts/setup-system.sh
+	@$(MAKE) --no-print-directory venv
 
 venv: $(BIN)/stackpatch
 
 $(BIN)/stackpatch: pyproject.toml
+	@$(PY) -c 'import ensurepip, venv' 2>/dev/null || { echo "make: $(PY) cannot create a venv: run 'make setup' as root (it installs python3-venv)" >&2; exit 2; }
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip >/dev/null 2>&1 || true
 	$(BIN)/pip install -q -e '.[test]'

@@ -140,3 +140,13 @@ def ls_remote(remote: str, *patterns: str, cwd: str | Path | None = None) -> dic
     res = run("ls-remote", remote, *patterns, cwd=cwd, timeout=120)
     pairs = (ln.split("\t", 1) for ln in res.stdout.splitlines() if "\t" in ln)
     return {name: sha for sha, name in pairs}
+
+
+def track(branch: str, remote: str, cwd: str | Path | None = None) -> None:
+    """Create local `branch` at `remote/branch`, tracking it: what `git checkout branch` does when only
+    the remote has the branch (a fresh clone's develop)."""
+    run("branch", "--quiet", "--track", branch, f"refs/remotes/{remote}/{branch}", cwd=cwd)
+
+
+def delete_branch(branch: str, cwd: str | Path | None = None) -> None:
+    run("branch", "--quiet", "-D", branch, cwd=cwd)

@@ -93,17 +93,23 @@ def last_line(text: str) -> str:
     return lines[-1] if lines else "(no output)"
 
 
-def ensure_swarm(c: docker.DockerClient) -> str:
-    """Make the engine a one-node swarm if it is not one. Returns 'reused' or 'initialised'."""
-    info = c.info()
-    sw = info.get("Swarm") or {}
+def swarm_state(c: docker.DockerClient) -> str:
+    """'active' (a manager) or 'inactive'; a worker or a pending/locked/broken swarm is refused."""
+    sw = c.info().get("Swarm") or {}
     state = sw.get("LocalNodeState")
     if state == "active":
         if not sw.get("ControlAvailable"):
             raise UserError("this engine is a swarm worker, not a manager: run the sandbox on a manager node")
-        return "reused"
+        return "active"
     if state in ("pending", "locked", "error"):
         raise UserError(f"the engine's swarm is {state}: fix it (`docker swarm unlock`, or leave and retry)")
+    return "inactive"
+
+
+def ensure_swarm(c: docker.DockerClient) -> str:
+    """Make the engine a one-node swarm if it is not one. Returns 'reused' or 'initialised'."""
+    if swarm_state(c) == "active":
+        return "reused"
     try:
         c.swarm.init(advertise_addr="127.0.0.1", listen_addr="127.0.0.1:2377")
     except APIError as e:
