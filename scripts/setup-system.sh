@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Ensure the system packages stackpatch's sandbox needs, and a running Docker engine.
+# Ensure the system packages stackpatch's sandbox and tests need, and a running Docker engine.
 # apt runs only when a package is missing; dockerd is started (detached, logging to a file)
 # only when no engine answers. Safe to run again.
 set -euo pipefail
@@ -10,6 +10,8 @@ command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
 command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
 command -v git-flow >/dev/null 2>&1 || need+=(git-flow)
 command -v git >/dev/null 2>&1 || need+=(git)
+command -v htpasswd >/dev/null 2>&1 || need+=(apache2-utils)  # the sandbox registry's bcrypt htpasswd
+command -v chromium >/dev/null 2>&1 || need+=(chromium)       # the report page's browser tests (headless)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "setup: missing packages ${need[*]}: run 'sudo apt-get install ${need[*]}' (or make as root)" >&2
