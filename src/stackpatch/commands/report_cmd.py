@@ -8,6 +8,7 @@ import webbrowser
 from pathlib import Path
 
 import click
+import click.shell_completion
 
 from stackpatch import ui
 from stackpatch.errors import UserError
@@ -32,8 +33,19 @@ def _can_open() -> bool:
     return sys.platform in ("darwin", "win32") or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
+def _complete_run_ids(ctx: click.Context, _param: click.Parameter, incomplete: str) -> list:
+    """Shell completion of RUN-ID: the runs recorded in the repo (newest first)."""
+    from stackpatch.release import history
+    try:
+        root = repo_root(ctx.params.get("repo") or ".")
+        return [click.shell_completion.CompletionItem(v.run_id, help=f"{v.op} {v.version} {v.state}")
+                for v in history.runs(root) if v.run_id.startswith(incomplete)]
+    except Exception:  # noqa: BLE001 - completion never fails loudly
+        return []
+
+
 @click.command("report")
-@click.argument("run_id", required=False, metavar="[RUN-ID]")
+@click.argument("run_id", required=False, metavar="[RUN-ID]", shell_complete=_complete_run_ids)
 @click.option("--repo", "repo", default=".", show_default=True, type=click.Path(file_okay=False),
               help="The app repo holding the journal (.stackpatch/runs/).")
 @click.option("--index", "index", is_flag=True,
