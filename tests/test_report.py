@@ -130,6 +130,24 @@ def test_write_for_run_writes_the_page_beside_the_journal_and_the_index_links_ev
         report.write_for_run(tmp_path, "20990101T000000Z-000000")
 
 
+def test_after_run_writes_the_newest_page_however_the_command_ends(tmp_path):
+    assert report.write_latest(tmp_path) is None  # no run: nothing, and no error
+    with report.after_run(tmp_path):
+        pass
+    assert not (tmp_path / ".stackpatch").exists()
+    a = install(tmp_path, "ship-deployed")
+    with pytest.raises(RuntimeError, match="rolled back"):
+        with report.after_run(tmp_path):
+            b = install(tmp_path, "ship-rolled-back")  # the run the command made, then its failure
+            raise RuntimeError("rolled back")
+    assert report.page_path(tmp_path, b).is_file() and not report.page_path(tmp_path, a).exists()
+    # a journal that cannot be read does not hide the command's own outcome
+    (J.runs_dir(tmp_path) / "20991231T000000Z-ffffff.jsonl").write_text('{"kind": "run-start", "ts": 1}\n')
+    with report.after_run(tmp_path):
+        pass
+    assert report.write_latest(tmp_path) is None
+
+
 def test_commits_between_reads_deployed_to_hotfix_with_git(tmp_path):
     repo = tmp_path / "r"
     repo.mkdir()

@@ -6,7 +6,9 @@ drawn to scale, and a Content-Security-Policy that forbids the page to load anyt
 
 `write_for_run(repo_root, run_id)` writes `.stackpatch/runs/<run-id>.html` next to the journal (the
 commits are read with git, through git.py) and `write_index(repo_root)` writes `index.html` linking
-every run. Call `write_for_run` after every run (ship, deploy, rollback, abort, resume, purge).
+every run. After every run (ship, deploy, rollback, abort, resume, purge) the page is written by
+`write_for_run`, or by `with after_run(repo_root): …` around the command, which also covers a run that
+ends in an exception (failed, rolled back, interrupted) and never raises itself.
 
 What the page shows, and where it comes from in the journal:
   header      run-start: op, version, from_version, owner, host, pid, stack; the last state record
@@ -24,10 +26,11 @@ import html
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from string import Template
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from stackpatch.release import journal as J
 
@@ -508,8 +511,12 @@ def render(records: list[dict], commits: list[Commit] | None = None, *, config_i
              ("to", f'{e(v.version or "?")} <span class="mono">{e(_short(st.get("revision"), 12))}</span>'),
              ("wall time", e(fmt_seconds(run.span))),
              ("deploy steps", e(f"{len(v.done_steps)} done, {len(v.failed_steps)} failed"))]
-    legend = "".join(f'<span><i style="background:{c}"></i>{e(k)}</span>' for k, c in COLORS.items())
-    legend += f'<span><i style="background:{FAILED_COLOR}"></i>failed</span>'
+    kinds = {p.kind for p in run.phases}
+    legend = "".join(f'<span><i style="background:{c}"></i>{e(k)}</span>' for k, c in COLORS.items() if k in kinds)
+    if any(p.ok is False for p in run.phases):
+        legend += f'<span><i style="background:{FAILED_COLOR}"></i>failed</span>'
+    if any(p.ok is None for p in run.phases):
+        legend += f'<span><i style="background:{RUNNING_COLOR}"></i>no result</span>'
     body = [f"<h1>{e(title)}</h1>",
             '<div class="facts">' + "".join(f"<div><b>{k}</b>{val}</div>" for k, val in facts) + "</div>",
             _failure_html(run),
@@ -598,6 +605,29 @@ def write_for_run(repo_root: Path, run_id: str) -> Path:
     out = page_path(root, run_id)
     _write(out, page)
     return out
+
+
+def write_latest(repo_root: Path) -> Path | None:
+    """The newest run's page, written when it is missing or older than the journal. Never raises: a page
+    that cannot be written must not hide how the run ended (None then, and when no run is recorded)."""
+    from stackpatch.release import history
+    try:
+        v = history.last_run(Path(repo_root))
+        if v is None:
+            return None
+        return write_for_run(repo_root, v.run_id) if is_stale(repo_root, v.run_id) else page_path(repo_root, v.run_id)
+    except Exception:  # noqa: BLE001 - best effort, see above
+        return None
+
+
+@contextmanager
+def after_run(repo_root: Path) -> Iterator[None]:
+    """Around a command that runs (ship, deploy, resume, abort, rollback, purge): when it ends, however it
+    ends (done, refused, failed, rolled back, interrupted), the newest run's page is (re)written."""
+    try:
+        yield
+    finally:
+        write_latest(repo_root)
 
 
 def is_stale(repo_root: Path, run_id: str) -> bool:
