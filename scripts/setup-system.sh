@@ -16,6 +16,7 @@ mmdebstrap       mmdebstrap
 git              git
 git-flow         git-flow
 make             make
+chromium         chromium
 "
 
 need=()

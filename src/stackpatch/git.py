@@ -150,3 +150,9 @@ def track(branch: str, remote: str, cwd: str | Path | None = None) -> None:
 
 def delete_branch(branch: str, cwd: str | Path | None = None) -> None:
     run("branch", "--quiet", "-D", branch, cwd=cwd)
+
+
+def log(range_: str, cwd: str | Path | None = None) -> list[tuple[str, str, str, str]]:
+    """(sha, author, ISO date, subject) of each commit in `range_` (like `a..b`), oldest first."""
+    res = run("log", "--reverse", "--format=%H%x1f%an%x1f%aI%x1f%s", range_, "--", cwd=cwd)
+    return [tuple(ln.split("\x1f", 3)) for ln in res.stdout.splitlines() if ln.count("\x1f") == 3]  # type: ignore[misc]

@@ -46,6 +46,21 @@ def client() -> docker.DockerClient:
     return c
 
 
+def describe(timeout: float = 3) -> str:
+    """One line: the engine at DOCKER_HOST (or the default socket), its version and the API version
+    stackpatch talks to it with, or that it does not answer. Never raises (for `--version`)."""
+    host = docker_host()
+    try:
+        api = docker.APIClient(base_url=host, timeout=timeout, version="auto")  # negotiates: GET /version
+        try:
+            v = api.version(api_version=False)
+        finally:
+            api.close()
+        return f"Docker engine {v.get('Version', '?')} at {host}, API {api.api_version}"
+    except Exception:  # noqa: BLE001 - any failure is "does not answer": --version must always work
+        return f"Docker engine: none answers at {host} (stackpatch needs one to ship; `make setup` starts it)"
+
+
 @lru_cache(maxsize=1)
 def docker_cli() -> tuple[str, bool]:
     """(path of the docker CLI, whether it supports BuildKit). Debian's 20.10 client in /usr/bin first."""
