@@ -33,10 +33,9 @@ from string import Template
 from typing import Any, Iterable, Iterator
 
 from stackpatch.release import journal as J
+from stackpatch.targets.base import LABEL_REVISION, LABEL_VERSION
 
 INDEX_NAME = "index.html"
-LABEL_VERSION = "stackpatch.version"     # the service labels stackpatch writes (see target/base.py)
-LABEL_REVISION = "stackpatch.revision"
 
 
 # ------------------------------------------------------------------ reading the journal (pure)
