@@ -25,7 +25,7 @@ CHROMIUM_OWN_HOSTS = {"clients2.google.com", "update.googleapis.com", "accounts.
                       "www.google.com", "android.clients.google.com", "clientservices.googleapis.com"}
 
 def chromium() -> str:
-    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    path = shutil.which("chromium")
     if not path:
         raise AssertionError("chromium is not installed: run `make setup` (it installs Debian's chromium)")
     return path

@@ -21,6 +21,11 @@ EXPLAINED = {
         "stackpatch and bash, are resolved through measure())",
     ("scripts/setup-system.sh", "$prog is set by read"):
         "the `command -v` look-ups of the PROGRAMS table itself: each is the program setup installs",
+    ("tests/test_ci_examples.py", "empty argv"):
+        "validate() runs [*offline(), CHECK, …]: `unshare -n` (util-linux, priority required: in every Debian) "
+        "when root may make a network namespace, then the venv's check-jsonschema",
+    ("tests/test_wheel.py", "[str(a) for a in argv]"):
+        "run()'s callers pass sys.executable, or the python and stackpatch of the venv the test made",
 }
 
 
