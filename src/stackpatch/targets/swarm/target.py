@@ -13,7 +13,8 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Callable
 
 from stackpatch.errors import EngineError, EngineObjectMissing, EngineUnreachable, FaultError
-from stackpatch.targets.base import (ImageRef, JobStatus, LockInfo, Observation, ServiceState, TargetState)
+from stackpatch.targets.base import (ImageRef, JobStatus, LockInfo, Observation, ServiceState, TargetState,
+                                     same_image)
 from stackpatch.targets.swarm import spec as S
 from stackpatch.targets.swarm.client import STACK_LABEL, Engine, connect, registry_auth_header
 
@@ -209,8 +210,13 @@ class SwarmTarget:
         if raw is None:
             raise FaultError(f"service {self._full(name)} is gone from the stack: check `docker stack ps`")
         tasks = self.engine.tasks(filters={"service": raw["ID"]})
-        views = [S.task_view(t, self._health(t) if (t.get("Status") or {}).get("State") == "running" else None)
-                 for t in tasks]
+
+        def health(t: dict) -> str | None:
+            # only the tasks that count: running the wanted image, meant to run (an old task being
+            # stopped can answer an inspect with an empty body on Docker 20.10)
+            live = (t.get("Status") or {}).get("State") == "running" and t.get("DesiredState") == "running"
+            return self._health(t) if live and same_image(t["Spec"]["ContainerSpec"]["Image"], image) else None
+        views = [S.task_view(t, health(t)) for t in tasks]
         return S.observation(name, raw, views)
 
     # ---------------------------------------------------------------- the release phase
