@@ -95,6 +95,16 @@ def last_intent(app_dir: Path, run_no: int = 0) -> str | None:
     return steps[-1] if steps else None
 
 
+def has_intent(app_dir: Path, step: str, run_no: int = 0) -> bool:
+    """The newest run (once there are more than `run_no` runs) has announced `step`: the services of
+    one wave are announced together, so the newest intent may already be the wave's next service."""
+    from stackpatch.release import journal as J
+    if len(list(J.runs_dir(app_dir).glob("*.jsonl"))) <= run_no:
+        return False
+    return any(r.get("kind") == "intent" and not r.get("undo") and r.get("step") == step
+               for r in journal_records(app_dir))
+
+
 @dataclass
 class Sample:
     t: float           # seconds since the loop started

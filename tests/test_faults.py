@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from deploy_helpers import (Relay, RequestLoop, cli, images_now, journal_records, last_intent,
+from deploy_helpers import (Relay, RequestLoop, cli, has_intent, images_now, journal_records, last_intent,
                             lock_of, popen, release, services_json, version_of, wait_for, write_release)
 
 pytestmark = pytest.mark.docker
@@ -73,7 +73,7 @@ def test_fault3_sigint_in_wave2_rolls_back_and_fault5_second_ship_is_refused(san
         second = cli("deploy", "--repo", str(fork.app_dir), "--release", str(rf), "--yes")
         assert second.returncode == 2
         assert "is locked by" in second.stderr and "run " in second.stderr
-        wait_for(lambda: last_intent(fork.app_dir) == "update:phpha", 240, "wave 2")
+        wait_for(lambda: has_intent(fork.app_dir, "update:phpha"), 240, "wave 2")
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=300)
     finally:
@@ -99,7 +99,7 @@ def test_fault4_kill9_in_wave2_then_abort_restores_or_resume_completes(sandbox, 
     def start_and_kill(run_no: int):
         p = popen("deploy", "--repo", repo, "--release", str(rf), "--yes")
         try:
-            wait_for(lambda: last_intent(fork.app_dir, run_no) == "update:phpha", 240, "wave 2")
+            wait_for(lambda: has_intent(fork.app_dir, "update:phpha", run_no), 240, "wave 2")
         finally:
             p.send_signal(signal.SIGKILL)
             p.communicate(timeout=30)
@@ -146,7 +146,7 @@ def test_fault6_target_unreachable_mid_run_then_resume(sandbox, fork, tmp_path):
     repo = str(fork.app_dir)
     p = popen("deploy", "--repo", repo, "--release", str(rf), "--yes")
     try:
-        wait_for(lambda: last_intent(fork.app_dir) == "update:phpha", 240, "wave 2")
+        wait_for(lambda: has_intent(fork.app_dir, "update:phpha"), 240, "wave 2")
         relay.cut()
         out, err = p.communicate(timeout=120)
     finally:

@@ -165,7 +165,8 @@ def _retry(ctx: Context, what: str, timeout: float, fn: Callable[[], tuple[bool,
 
 # ------------------------------------------------------------------ the steps
 
-def do_update(ctx: Context, step: dict, *, undo: bool = False) -> float:
+def start_update(ctx: Context, step: dict, *, undo: bool = False) -> None:
+    """Point the service at the step's image (its previous one for an undo) unless it runs it already."""
     image = step["previous_image"] if undo else step["image"]
     labels = dict(step["previous_labels"]) if undo else {**step["labels"], LABEL_RUN_ID: ctx.run_id}
     svc = step["service"]
@@ -175,8 +176,18 @@ def do_update(ctx: Context, step: dict, *, undo: bool = False) -> float:
     if not same_image(str(live.image), image) or any(live.labels.get(k) != v for k, v in labels.items()):
         order = ctx.target.update_image(svc, image, labels, ctx.progress)
         ctx.progress(f"{svc}: → {image} ({order})")
-    return wait_converged(ctx.target, svc, image, step.get("timeout", 300), ctx.progress,
+
+
+def wait_update(ctx: Context, step: dict, *, undo: bool = False) -> float:
+    """Wait until every task of the service runs the step's image, healthy."""
+    image = step["previous_image"] if undo else step["image"]
+    return wait_converged(ctx.target, step["service"], image, step.get("timeout", 300), ctx.progress,
                           stop=ctx.renew_if_due if undo else ctx.tick)
+
+
+def do_update(ctx: Context, step: dict, *, undo: bool = False) -> float:
+    start_update(ctx, step, undo=undo)
+    return wait_update(ctx, step, undo=undo)
 
 
 def do_gate(ctx: Context, step: dict) -> None:
@@ -303,31 +314,55 @@ def run_steps(ctx: Context, steps: list[dict], *, op: str, version: str | None, 
     touched = [sid for sid in (touched or done) if sid.startswith("update:")]
     t_run = time.monotonic()
     current = None
+    def intent(step: dict) -> None:
+        ctx.progress(f"{step['id']} …")
+        jr.append("intent", step=step["id"], step_kind=step["kind"],
+                  **{k: v for k, v in step.items() if k not in ("id", "kind")})
+
+    def result(sid: str, took: float) -> None:
+        res.timings[sid] = took
+        jr.append("result", step=sid, ok=True, seconds=round(took, 3))
+        ctx.progress(f"{sid}: ok ({took:.1f}s)")
+
     try:
-        for step in steps:
+        i = 0
+        while i < len(steps):
+            step = steps[i]
             sid = step["id"]
             current = sid
             ctx.guard.check()
-            if sid in done and step["kind"] != "update":
+            if step["kind"] == "update":
+                # the services of one wave update together: every update is sent, then each is waited for
+                group = [step]
+                while i + len(group) < len(steps) and steps[i + len(group)]["kind"] == "update" \
+                        and steps[i + len(group)].get("wave") == step.get("wave"):
+                    group.append(steps[i + len(group)])
+                t0 = time.monotonic()
+                for u in group:
+                    current = u["id"]
+                    intent(u)
+                    if u["id"] not in touched:
+                        touched.append(u["id"])
+                    start_update(ctx, u)
+                for u in group:
+                    current = u["id"]
+                    wait_update(ctx, u)
+                    result(u["id"], time.monotonic() - t0)
+                i += len(group)
+                continue
+            i += 1
+            if sid in done:
                 ctx.progress(f"{sid}: done before, skipped")
                 continue
             if step["kind"] == "purge":
                 break  # after success only, handled below
-            ctx.progress(f"{sid} …")
-            jr.append("intent", step=sid, step_kind=step["kind"],
-                      **{k: v for k, v in step.items() if k not in ("id", "kind")})
-            if step["kind"] == "update" and sid not in touched:
-                touched.append(sid)
+            intent(step)
             t0 = time.monotonic()
             if step["kind"] == "serving":
                 check_serving(ctx, step["url"], step["revision"], step.get("timeout", 60))
-                took = time.monotonic() - t0
             else:
                 STEP_FUNCS[step["kind"]](ctx, step)
-                took = time.monotonic() - t0
-            res.timings[sid] = took
-            jr.append("result", step=sid, ok=True, seconds=round(took, 3))
-            ctx.progress(f"{sid}: ok ({took:.1f}s)")
+            result(sid, time.monotonic() - t0)
         current = None
     except BaseException as e:  # noqa: BLE001 - every way out is journaled, then re-raised as a FaultError
         detail = _describe(e)
