@@ -198,6 +198,19 @@ class TimeoutsConfig(Section):
     lock_ttl: float = Field(3600, gt=0, description="Seconds after which a held lock counts as expired.")
 
 
+class HooksConfig(Section):
+    dir: str = Field(".stackpatch/hooks", description="Directory of the hook executables (relative to the repo): "
+                                                      "`pre-ship`, `pre-deploy`, `post-deploy`, `post-rollback`, "
+                                                      "`pre-finish`, `post-finish`. A missing file is no hook.")
+    timeout: float = Field(300, gt=0, description="Seconds one hook may run; then it is killed (a `pre-*` hook "
+                                                  "that times out stops the command).")
+    ci_status_command: list[str] = Field(
+        default_factory=list,
+        description="argv that prints the CI status of the hotfix branch (`{branch}` and `{revision}` are "
+                    "replaced), given to hooks as `STACKPATCH_CI_STATUS_COMMAND` (JSON); the sample `pre-ship` "
+                    "written by `stackpatch hooks init` refuses unless its last line is `success`.")
+
+
 class Config(Section):
     git: GitConfig = Field(default_factory=GitConfig, description="Branches, prefixes and versions.")
     registry: RegistryConfig = Field(..., description="The private registry the images are pushed to.")
@@ -207,6 +220,8 @@ class Config(Section):
     migrations: MigrationsConfig = Field(default_factory=MigrationsConfig, description="The release phase.")
     cdn: CdnConfig | None = Field(None, description="CDN purge after a successful deploy (optional).")
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig, description="Time limits.")
+    hooks: HooksConfig = Field(default_factory=HooksConfig, description="Executables run before and after "
+                                                                       "ship, deploy, rollback and finish.")
 
     # where the file was loaded from; not a key
     _path: Path | None = None
@@ -386,20 +401,26 @@ def load_git_settings(repo_root: str | Path) -> GitConfig | None:
     incomplete still works for them. Keys the table does not set are listed in `model_fields_set`
     being absent; callers may fill them from git-flow's own config.
     """
+    return load_section(repo_root, "git", GitConfig)
+
+
+def load_section(repo_root: str | Path, name: str, model: type[BaseModel]) -> Any:
+    """Only the `[name]` table of `<repo_root>/stackpatch.toml`, validated as `model`; None when there is
+    no file (the table's defaults when the file has no such table)."""
     p = Path(repo_root) / CONFIG_NAME
     if not p.is_file():
         return None
     raw = _read_toml(p)
-    table = raw.get("git", {})
+    table = raw.get(name, {})
     if not isinstance(table, dict):
-        raise ConfigError(f"{p}: git: must be a table ([git])")
+        raise ConfigError(f"{p}: {name}: must be a table ([{name}])")
     try:
-        return GitConfig.model_validate(table)
+        return model.model_validate(table)
     except ValidationError as e:
-        # re-root the error at `git` so the message names `git.<key>` and suggests valid keys
+        # re-root the error at `name` so the message names `name.<key>` and suggests valid keys
         e0 = e.errors()[0]
         fake = ValidationError.from_exception_data(
-            "Config", [{**e0, "loc": ("git", *e0["loc"])}])  # type: ignore[list-item]
+            "Config", [{**e0, "loc": (name, *e0["loc"])}])  # type: ignore[list-item]
         raise ConfigError(format_validation_error(p, fake)) from None
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from stackpatch import gitflow, ui
+from stackpatch import gitflow, hooks, ui
 
 REPO = click.option("--repo", "repo", type=click.Path(exists=True, file_okay=False), default=None,
                     help="The app's git repository (default: the current directory).")
@@ -110,8 +110,15 @@ def finish_cmd(no_push: bool, keep_branch: bool, message: str | None, cont: bool
         return
     if not force and not cont:
         _require_shipped(repo)
+    hook_env = _finish_hook_env(repo)
+    if not cont and hook_env is not None:
+        root, settings, env = hook_env
+        hooks.pre(root, settings, "pre-finish", env, ui.reporter, unchanged="nothing was merged, tagged or pushed")
     res = gitflow.finish(repo, push=not no_push, keep_branch=keep_branch, message=message, cont=cont,
                          progress=ui.step)
+    if res["complete"] and hook_env is not None:
+        root, settings, env = hook_env
+        hooks.post(root, settings, "post-finish", {**env, "STACKPATCH_RESULT": "finished"}, ui.reporter)
     if as_json:
         ui.emit_json(res)
         return
@@ -147,6 +154,32 @@ def list_cmd(repo: str | None, as_json: bool) -> None:
                      f"{len(r['commits'])} commit{'s' if len(r['commits']) != 1 else ''})", markup=False)
         for c in r["commits"]:
             ui.out.print(f"    {c['sha']} {c.get('subject', '')}", markup=False)
+
+
+def _finish_hook_env(repo: str | None):
+    """(repo root, [hooks] settings, variables) for the finish hooks of the hotfix checked out; None when
+    this is not a hotfix branch (finish itself then says what is wrong). The target's variables are
+    empty when stackpatch.toml is incomplete: finish needs only git."""
+    from stackpatch import config as config_mod
+    from stackpatch import git
+    from stackpatch.errors import StackpatchError
+    try:
+        root = git.toplevel(repo)
+        prefix = gitflow.load_settings(root).hotfix_prefix
+    except StackpatchError:
+        return None
+    branch = git.current_branch(root) or ""
+    if not branch.startswith(prefix):
+        return None
+    try:
+        cfg = config_mod.load(root)
+    except StackpatchError:
+        cfg = None
+    settings = hooks.settings_for(root, cfg)
+    env = hooks.variables(cfg, version=branch[len(prefix):], revision=git.rev("HEAD", root),
+                          previous_version=None, run_id=None, operation="finish",
+                          extra={"STACKPATCH_BRANCH": branch})
+    return root, settings, env
 
 
 def _require_shipped(repo: str | None) -> None:

@@ -116,6 +116,12 @@ def ship_cmd(until: str | None, pause: bool, yes: bool, as_json: bool, ref: str 
         what = "up to the push" if until == "pushed" else f"to stack {cfg.target.stack}"
         if not click.confirm(f"ship {plan.version} ({plan.revision[:7]}) {what}?", default=False, err=True):
             raise UserError("not confirmed: nothing was changed")
+    from stackpatch import hooks
+    hooks.pre(cfg.root, cfg.hooks, "pre-ship",
+              hooks.variables(cfg, version=plan.version, revision=plan.revision,
+                              previous_version=plan.preflight.deployed_version, run_id=None, operation="ship",
+                              extra={"STACKPATCH_BRANCH": plan.preflight.branch}),
+              ui.reporter, unchanged="nothing was built or pushed")
     result = run_build_half(cfg, plan, snap, ui.reporter)
     if until != "pushed":
         from stackpatch.release.deploy import deploy

@@ -8,6 +8,8 @@ Record kinds (field `kind`):
   intent      {step: id, …step data}           written before a step acts
   result      {step: id, ok: bool, detail}     written after it
   state       {state: <run state>, detail}      run-level transitions (rolling-back, rolled-back, deployed…)
+  hook        {hook, ok, exit_code, timed_out, seconds, detail}  a post-* hook after the run ended
+  notify      {event, name, ok, attempts, detail}                a notification after the run ended
 Never secrets: images, versions, names and timings only.
 """
 
