@@ -197,3 +197,47 @@ def test_the_pre_ship_sample_without_a_status_command_says_what_to_set(tmp_path)
     env = {k: "" for k in ("STACKPATCH_BRANCH", "STACKPATCH_REVISION")}
     with pytest.raises(UserError, match=r"ci_status_command"):
         hooks.pre(tmp_path, HooksConfig(), "pre-ship", env, Recorder(), unchanged="nothing was built")
+
+
+# ------------------------------------------------------------------ finish
+
+def _finish_world(tmp_path, monkeypatch, hooks_dir: Path):
+    from gitflow_fixtures import make_world, set_env, stackpatch
+    set_env(monkeypatch, tmp_path)
+    w = make_world(tmp_path, "app")
+    r = stackpatch("start", "--repo", str(w.work))
+    assert r.code == 0, r.stderr
+    # only a [hooks] table: finish needs nothing else, the target's variables are empty
+    w.commit({"stackpatch.toml": f'[hooks]\ndir = "{hooks_dir}"\n'}, "hooks config")
+    w.edit_line(2, "line 2 fixed", "Fix line 2")
+    w.git("push", "-q")
+    return w, stackpatch
+
+
+def test_a_failing_pre_finish_hook_stops_finish_before_any_merge(tmp_path, monkeypatch):
+    d = tmp_path / "hooks"
+    d.mkdir()
+    (d / "pre-finish").write_text("#!/bin/sh\necho \"release notes for $STACKPATCH_VERSION are missing\"\nexit 1\n")
+    (d / "pre-finish").chmod(0o755)
+    w, stackpatch = _finish_world(tmp_path, monkeypatch, d)
+    before = w.snapshot()
+    r = stackpatch("finish", "--repo", str(w.work))
+    assert r.code == 2, r.stderr
+    assert "hook pre-finish" in r.error and "release notes for 16.03.1b are missing" in r.error
+    assert w.snapshot() == before
+
+
+def test_post_finish_runs_after_the_push_with_its_variables(tmp_path, monkeypatch):
+    d = tmp_path / "hooks"
+    d.mkdir()
+    (d / "post-finish").write_text(DUMP_ENV)
+    (d / "post-finish").chmod(0o755)
+    w, stackpatch = _finish_world(tmp_path, monkeypatch, d)
+    head = w.rev("HEAD")
+    r = stackpatch("finish", "--repo", str(w.work))
+    assert r.code == 0, r.stderr
+    [env] = seen(d / "post-finish")
+    assert env["STACKPATCH_VERSION"] == "16.03.1b" and env["STACKPATCH_REVISION"] == head
+    assert env["STACKPATCH_RESULT"] == "finished" and env["STACKPATCH_OPERATION"] == "finish"
+    assert env["STACKPATCH_STACK"] == ""
+    assert w.rev("refs/tags/16.03.1b") is not None

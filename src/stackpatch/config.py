@@ -211,6 +211,31 @@ class HooksConfig(Section):
                     "written by `stackpatch hooks init` refuses unless its last line is `success`.")
 
 
+EVENTS = ("deployed", "rolled-back", "failed", "purge-failed", "finished")
+Event = Literal["deployed", "rolled-back", "failed", "purge-failed", "finished"]
+
+
+class NotifyConfig(Section):
+    name: str | None = Field(None, description="Shown in warnings and the journal (default: `url_env`).")
+    url_env: str = Field(..., description="Name of the environment variable holding the webhook URL "
+                                          "(a webhook URL is a secret: never in the file).")
+    format: Literal["slack", "json"] = Field(
+        "slack", description="`slack`: `{\"text\": …}` (Slack, Mattermost, Rocket.Chat, Teams workflows); "
+                             "`json`: the full run summary.")
+    events: list[Event] = Field(default_factory=lambda: list(EVENTS),
+                                description="Which endings to send: `deployed`, `rolled-back`, `failed`, "
+                                            "`purge-failed`, `finished` (after `stackpatch finish`).")
+    retries: int = Field(3, ge=0, le=10, description="Retries after a network error, 429 or 5xx, with "
+                                                      "exponential backoff; a failure never changes the outcome.")
+    timeout: float = Field(10, gt=0, description="Seconds one request may take.")
+
+    _u = field_validator("url_env")(classmethod(lambda cls, v: _env_var_name(v)))
+
+    @property
+    def label(self) -> str:
+        return self.name or self.url_env
+
+
 class Config(Section):
     git: GitConfig = Field(default_factory=GitConfig, description="Branches, prefixes and versions.")
     registry: RegistryConfig = Field(..., description="The private registry the images are pushed to.")
@@ -220,6 +245,8 @@ class Config(Section):
     migrations: MigrationsConfig = Field(default_factory=MigrationsConfig, description="The release phase.")
     cdn: CdnConfig | None = Field(None, description="CDN purge after a successful deploy (optional).")
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig, description="Time limits.")
+    notify: list[NotifyConfig] = Field(default_factory=list, description="Webhooks told how each run ended "
+                                                                      "(`[[notify]]` entries).")
     hooks: HooksConfig = Field(default_factory=HooksConfig, description="Executables run before and after "
                                                                        "ship, deploy, rollback and finish.")
 
@@ -404,18 +431,21 @@ def load_git_settings(repo_root: str | Path) -> GitConfig | None:
     return load_section(repo_root, "git", GitConfig)
 
 
-def load_section(repo_root: str | Path, name: str, model: type[BaseModel]) -> Any:
-    """Only the `[name]` table of `<repo_root>/stackpatch.toml`, validated as `model`; None when there is
-    no file (the table's defaults when the file has no such table)."""
+def load_section(repo_root: str | Path, name: str, model: Any) -> Any:
+    """Only the `[name]` table (or `[[name]]` array, for a `list[...]` model) of `<repo_root>/stackpatch.toml`,
+    validated as `model`; None when there is no file (the defaults when the file does not set it)."""
+    from pydantic import TypeAdapter
     p = Path(repo_root) / CONFIG_NAME
     if not p.is_file():
         return None
     raw = _read_toml(p)
-    table = raw.get(name, {})
-    if not isinstance(table, dict):
-        raise ConfigError(f"{p}: {name}: must be a table ([{name}])")
+    is_list = getattr(model, "__origin__", None) is list
+    table = raw.get(name, [] if is_list else {})
+    if not isinstance(table, list if is_list else dict):
+        raise ConfigError(f"{p}: {name}: must be " + (f"an array of tables ([[{name}]])" if is_list
+                                                       else f"a table ([{name}])"))
     try:
-        return model.model_validate(table)
+        return TypeAdapter(model).validate_python(table)
     except ValidationError as e:
         # re-root the error at `name` so the message names `name.<key>` and suggests valid keys
         e0 = e.errors()[0]

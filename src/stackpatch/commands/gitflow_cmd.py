@@ -110,15 +110,14 @@ def finish_cmd(no_push: bool, keep_branch: bool, message: str | None, cont: bool
         return
     if not force and not cont:
         _require_shipped(repo)
-    hook_env = _finish_hook_env(repo)
-    if not cont and hook_env is not None:
-        root, settings, env = hook_env
+    around = _finish_hook_env(repo)
+    if not cont and around is not None:
+        root, _, settings, env = around
         hooks.pre(root, settings, "pre-finish", env, ui.reporter, unchanged="nothing was merged, tagged or pushed")
     res = gitflow.finish(repo, push=not no_push, keep_branch=keep_branch, message=message, cont=cont,
                          progress=ui.step)
-    if res["complete"] and hook_env is not None:
-        root, settings, env = hook_env
-        hooks.post(root, settings, "post-finish", {**env, "STACKPATCH_RESULT": "finished"}, ui.reporter)
+    if res["complete"] and around is not None:
+        _after_finish(*around)
     if as_json:
         ui.emit_json(res)
         return
@@ -179,7 +178,21 @@ def _finish_hook_env(repo: str | None):
     env = hooks.variables(cfg, version=branch[len(prefix):], revision=git.rev("HEAD", root),
                           previous_version=None, run_id=None, operation="finish",
                           extra={"STACKPATCH_BRANCH": branch})
-    return root, settings, env
+    return root, cfg, settings, env
+
+
+def _after_finish(root, cfg, settings, env: dict[str, str]) -> None:
+    """post-finish and the `finished` notifications; neither changes the outcome."""
+    from stackpatch import notify
+    hooks.post(root, settings, "post-finish", {**env, "STACKPATCH_RESULT": "finished"}, ui.reporter)
+    entries = notify.entries_for(root, cfg)
+    if entries:
+        s = notify.summary("finished", op="finish", state="finished", version=env["STACKPATCH_VERSION"],
+                           revision=env["STACKPATCH_REVISION"], previous_version=None,
+                           target=env["STACKPATCH_TARGET"], stack=env["STACKPATCH_STACK"], run_id=None,
+                           performer=env["STACKPATCH_PERFORMER"],
+                           services=[x for x in env["STACKPATCH_SERVICES"].split(",") if x])
+        notify.send(entries, "finished", s, ui.reporter)
 
 
 def _require_shipped(repo: str | None) -> None:

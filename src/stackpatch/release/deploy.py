@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from stackpatch import hooks, targets
+from stackpatch import hooks, notify, targets
 from stackpatch.errors import FaultError, UserError
 from stackpatch.release import history
 from stackpatch.release import journal as J
@@ -149,21 +149,28 @@ def _outcome(op: str, state: str) -> tuple[str | None, str | None]:
 
 
 def after_run(cfg, jr: J.Journal, reporter: Reporter) -> None:
-    """The post hook of a run that just ended (its state read back from the journal, so every ending is
-    covered: success, automatic rollback, a failure before any change). Never raises."""
+    """The post hook and the notifications of a run that just ended (its state read back from the
+    journal, so every ending is covered: success, automatic rollback, a failure before any change).
+    Both are journaled; neither raises nor changes the outcome."""
     try:
         v = J.view(jr.records())
     except OSError:
         return
     if v is None:
         return
-    hook, _event = _outcome(v.op, v.state)
-    if hook is None:
-        return
+    hook, event = _outcome(v.op, v.state)
+    op = "abort" if v.state == J.ABORTED else v.op
     env = hooks.variables(cfg, version=v.version, revision=v.start.get("revision"),
-                          previous_version=v.from_version, run_id=v.run_id,
-                          operation="abort" if v.state == J.ABORTED else v.op, result=v.state)
-    hooks.post(repo_root(cfg), cfg.hooks, hook, env, reporter, journal=jr)
+                          previous_version=v.from_version, run_id=v.run_id, operation=op, result=v.state)
+    if hook is not None:
+        hooks.post(repo_root(cfg), cfg.hooks, hook, env, reporter, journal=jr)
+    if cfg.notify and event is not None:
+        s = notify.summary(event, op=op, state=v.state, version=v.version, revision=v.start.get("revision"),
+                           previous_version=v.from_version, target=env["STACKPATCH_TARGET"], stack=cfg.target.stack,
+                           run_id=v.run_id, performer=v.start.get("owner") or env["STACKPATCH_PERFORMER"],
+                           services=list(cfg.target.services), detail=v.detail, journal=str(jr.path),
+                           steps_done=v.done_steps, started_at=v.started_at, ended_at=v.ended_at)
+        notify.send(cfg.notify, event, s, reporter, journal=jr)
 
 
 def _ending(cfg, jr: J.Journal, reporter: Reporter, go: Callable[[SignalGuard], RunResult]) -> RunResult:
