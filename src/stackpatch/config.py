@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from stackpatch.errors import ConfigError
 
 CONFIG_NAME = "stackpatch.toml"
+DEFAULT_TARGET = "default"   # the name of the unnamed [target]
 ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
 
@@ -240,7 +241,15 @@ class Config(Section):
     git: GitConfig = Field(default_factory=GitConfig, description="Branches, prefixes and versions.")
     registry: RegistryConfig = Field(..., description="The private registry the images are pushed to.")
     images: dict[str, ImageConfig] = Field(..., min_length=1, description="Images built from this repo, by name.")
-    target: TargetConfig = Field(..., description="The running stack to patch.")
+    target: TargetConfig | None = Field(
+        None, description="The running stack to patch, when there is one (its name is `default`). "
+                          "Several: use `[targets.<name>]` instead, or beside it.")
+    targets: dict[str, TargetConfig] = Field(
+        default_factory=dict,
+        description="Named targets (`[targets.staging]`, `[targets.production]`), each holding what `[target]` "
+                    "holds; every command that reads or changes a stack takes `--target NAME`.")
+    require_target: bool = Field(False, description="Refuse a command that reads or changes a stack unless it "
+                                                    "names its target with `--target NAME`.")
     verify: VerifyConfig = Field(default_factory=VerifyConfig, description="Local verification before pushing.")
     migrations: MigrationsConfig = Field(default_factory=MigrationsConfig, description="The release phase.")
     cdn: CdnConfig | None = Field(None, description="CDN purge after a successful deploy (optional).")
@@ -250,19 +259,67 @@ class Config(Section):
     hooks: HooksConfig = Field(default_factory=HooksConfig, description="Executables run before and after "
                                                                        "ship, deploy, rollback and finish.")
 
-    # where the file was loaded from; not a key
+    # where the file was loaded from, and the name of the target chosen by `select`; not keys
     _path: Path | None = None
+    _target_name: str | None = None
 
     @model_validator(mode="after")
     def _images_known(self) -> "Config":
-        for svc, img in self.target.services.items():
-            if img not in self.images:
-                raise ValueError(f"target.services.{svc} runs image {img!r}, which is not in [images] "
-                                 f"({', '.join(sorted(self.images))})")
-        m = self.migrations
-        if m.when != "never" and m.command and m.service and m.service not in self.target.services:
-            raise ValueError(f"migrations.service {m.service!r} is not in target.services")
+        if self.target is None and not self.targets:
+            raise ValueError("no target: add a [target] table (or [targets.<name>] tables) naming the stack "
+                             "and its services")
+        if self.target is not None and DEFAULT_TARGET in self.targets:
+            raise ValueError(f"[target] is the target named {DEFAULT_TARGET!r}: rename [targets.{DEFAULT_TARGET}]")
+        for key, t in self._all_targets():
+            for svc, img in t.services.items():
+                if img not in self.images:
+                    raise ValueError(f"{key}.services.{svc} runs image {img!r}, which is not in [images] "
+                                     f"({', '.join(sorted(self.images))})")
+            m = self.migrations
+            if m.when != "never" and m.command and m.service and m.service not in t.services:
+                raise ValueError(f"migrations.service {m.service!r} is not in {key}.services")
         return self
+
+    def _all_targets(self) -> list[tuple[str, TargetConfig]]:
+        out = [("target", self.target)] if self.target is not None else []
+        return out + [(f"targets.{n}", t) for n, t in self.targets.items()]
+
+    @property
+    def target_names(self) -> list[str]:
+        return ([DEFAULT_TARGET] if self.target is not None else []) + list(self.targets)
+
+    @property
+    def target_name(self) -> str | None:
+        return self._target_name
+
+    def select(self, name: str | None) -> "Config":
+        """This config with `target` set to the named one (`--target NAME`); without a name, `[target]`,
+        else the only `[targets.<name>]`. Refuses (ConfigError) an unknown name, a bare command under
+        `require_target = true`, and a bare command with several named targets and no `[target]`."""
+        where = self._path or CONFIG_NAME
+        names = ", ".join(self.target_names)
+        if name is None:
+            if self.require_target:
+                raise ConfigError(f"{where}: require_target = true: name the target with --target NAME "
+                                  f"({names})")
+            if self.target is not None:
+                name = DEFAULT_TARGET
+            elif len(self.targets) == 1:
+                name = next(iter(self.targets))
+            else:
+                raise ConfigError(f"{where} has several targets ({names}) and no [target]: pick one with "
+                                  "--target NAME")
+        if name == DEFAULT_TARGET and self.target is not None:
+            chosen = self.target
+        elif name in self.targets:
+            chosen = self.targets[name]
+        else:
+            raise ConfigError(f"{where} has no target {name!r}: use one of {names}")
+        out = self.model_copy()
+        out.target = chosen
+        out._path = self._path
+        out._target_name = name
+        return out
 
     @property
     def path(self) -> Path | None:
@@ -399,9 +456,10 @@ def _read_toml(p: Path) -> dict[str, Any]:
         raise ConfigError(f"{p}: cannot read: {e}") from None
 
 
-def load(path: str | Path | None = None) -> Config:
+def load(path: str | Path | None = None, target: str | None = None, select: bool = True) -> Config:
     """Load and validate stackpatch.toml: a file path, or found from a directory (default: the cwd)
-    upwards to the repo root."""
+    upwards to the repo root. With `select` (every command that reads or changes a stack), `cfg.target`
+    is the target named `target` (`--target`), or the default one (see `Config.select`)."""
     if path is None or Path(path).is_dir():
         start = Path(path) if path is not None else Path.cwd()
         p = find_config(start)
@@ -418,7 +476,7 @@ def load(path: str | Path | None = None) -> Config:
     except ValidationError as e:
         raise ConfigError(format_validation_error(p, e)) from None
     cfg._path = p.resolve()
-    return cfg
+    return cfg.select(target) if select else cfg
 
 
 def load_git_settings(repo_root: str | Path) -> GitConfig | None:
@@ -481,7 +539,13 @@ def reference_markdown() -> str:
              "a test fails when the two differ. Unknown keys are refused, with the closest valid name.",
              "Secrets never go in the file: keys ending in `_env` name an environment variable.", ""]
 
+    seen: dict[type[BaseModel], str] = {}
+
     def walk(model: type[BaseModel], prefix: str) -> None:
+        if model is TargetConfig and model in seen:   # [targets.<name>] holds what [target] holds
+            lines.extend([f"## `[{prefix}]`", "", f"The same keys as `[{seen[model]}]`.", ""])
+            return
+        seen[model] = prefix
         rows = []
         subs = []
         for name, f in model.model_fields.items():

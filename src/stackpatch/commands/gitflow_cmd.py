@@ -23,8 +23,10 @@ def register(main: click.Group) -> None:
 @click.option("--no-push", is_flag=True, help="Do not push the new branch (git-flow's default).")
 @REPO
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--target", "target_name", metavar="NAME", default=None,
+              help="The target whose running release is the base ([targets.NAME]; `default` is [target]).")
 def start_cmd(version: str | None, from_release: str | None, no_push: bool, repo: str | None,
-              as_json: bool) -> None:
+              as_json: bool, target_name: str | None) -> None:
     """Start hotfix/VERSION from the release that runs.
 
     \b
@@ -44,7 +46,7 @@ def start_cmd(version: str | None, from_release: str | None, no_push: bool, repo
     if not from_release:
         from stackpatch import git
         from stackpatch.targets.discover import deployed_version
-        deployed, why = deployed_version(git.toplevel(repo))
+        deployed, why = deployed_version(git.toplevel(repo), target_name)
         if deployed:
             ui.step(f"deployed release: {deployed} ({why})")
         elif why.startswith("target unreachable"):

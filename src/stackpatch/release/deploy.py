@@ -100,7 +100,7 @@ def _start_record(cfg, target: Target, *, run_id: str, op: str, version: str | N
                   release: Release | None) -> dict:
     owner, host, pid = J.owner_host_pid()
     return dict(run_id=run_id, op=op, owner=owner, host=host, pid=pid, stack=cfg.target.stack,
-                target={"kind": target.kind, "where": target.where},
+                target={"kind": target.kind, "where": target.where, "name": cfg.target_name},
                 version=version, revision=revision, from_version=from_version, from_revision=from_revision,
                 release=release.to_json() if release else None, plan=steps,
                 previous={s["service"]: s["previous_image"] for s in steps if s["kind"] == "update"})
@@ -113,7 +113,8 @@ def _context(cfg, target: Target | None, jr: J.Journal, run_id: str, reporter: R
 
 
 def _begin(cfg, target: Target, *, op: str, version: str | None, revision: str | None, release: Release | None,
-           plan: Callable[[TargetState], list[dict]], build_timings: dict | None = None, run_id: str | None = None):
+           plan: Callable[[TargetState], list[dict]], build_timings: dict | None = None, run_id: str | None = None,
+           extra: dict | None = None):
     """Take the lock, read the live stack, plan from it and write the run-start: (run id, steps,
     from_version, from_revision, journal). The lock goes back if anything here fails."""
     run_id = run_id or J.new_run_id()
@@ -123,7 +124,7 @@ def _begin(cfg, target: Target, *, op: str, version: str | None, revision: str |
         steps = plan(state)
         from_version, from_revision = deployed_now(cfg, state)
         jr = J.Journal.create(repo_root(cfg), run_id)
-        extra = {"build_timings": build_timings or {}} if op == "deploy" else {}
+        extra = {**({"build_timings": build_timings or {}} if op == "deploy" else {}), **(extra or {})}
         jr.append("run-start", **_start_record(cfg, target, run_id=run_id, op=op, version=version,
                                                revision=revision, from_version=from_version,
                                                from_revision=from_revision, steps=steps, release=release),
@@ -196,10 +197,12 @@ def refuse_unattended_pause(pause: bool, yes: bool, reporter: Reporter) -> None:
 
 
 def deploy(cfg, release: Release, *, yes: bool, pause: bool, reporter: Reporter,
-           build_timings: dict[str, float] | None = None, target: Target | None = None) -> RunResult:
+           build_timings: dict[str, float] | None = None, target: Target | None = None,
+           promoted_from: str | None = None) -> RunResult:
     """Roll `release` out to the stack in waves, with the release phase, gates, rollback and purge.
 
-    build_timings: the build half's phases (seconds) when `ship` ran it, kept in the run-start record."""
+    build_timings: the build half's phases (seconds) when `ship` ran it, kept in the run-start record;
+    promoted_from: the target `promote` took the release from, kept there too."""
     refuse_unattended_pause(pause, yes, reporter)
     target = target or targets.for_config(cfg)
     run_id = J.new_run_id()
@@ -212,7 +215,7 @@ def deploy(cfg, release: Release, *, yes: bool, pause: bool, reporter: Reporter,
     run_id, steps, from_version, from_revision, jr = _begin(
         cfg, target, op="deploy", version=release.version, revision=release.revision, release=release,
         plan=lambda state: plan_deploy(cfg, release, state.services, pause=pause), build_timings=build_timings,
-        run_id=run_id)
+        run_id=run_id, extra={"promoted_from": promoted_from} if promoted_from else None)
     reporter.info(f"run {run_id}: {from_version or '?'} → {release.version} on {target.stack} (journal {jr.path})")
     return _ending(cfg, jr, reporter, lambda guard: run_steps(
         _context(cfg, target, jr, run_id, reporter, guard, yes, from_revision), steps, op="deploy",
