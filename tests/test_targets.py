@@ -164,3 +164,21 @@ def test_promote_between_one_stack_is_refused(two):
     cfg_s, staging, _, _ = two
     with pytest.raises(UserError, match="same stack"):
         promote(cfg_s, cfg_s, yes=True, pause=False, reporter=Recorder(), source=staging, target=staging)
+
+
+def test_the_sandbox_staging_rewrite_keeps_production_and_adds_staging(tmp_path):
+    from stackpatch.sandbox.api import with_staging_targets
+    template = (Path(__file__).parent.parent / "src/stackpatch/sandbox/template/stackpatch.toml").read_text()
+    text = template.replace("@@STACK@@", "acme-prod").replace("@@FRONT_URL@@", "http://127.0.0.1:8001")
+    for k in ("REGISTRY", "NAME", "ENV_FILE", "BASE_IMAGE", "DOCKER_HOST"):
+        text = text.replace(f"@@{k}@@", {"REGISTRY": "127.0.0.1:5000", "DOCKER_HOST": "unix:///x.sock"}.get(k, "acme"))
+    (tmp_path / "stackpatch.toml").write_text(with_staging_targets(text, "acme-staging", "http://127.0.0.1:8002"))
+    with pytest.raises(ConfigError, match="require_target = true"):
+        config.load(tmp_path)
+    prod, staging = config.load(tmp_path, target="production"), config.load(tmp_path, target="staging")
+    assert (prod.target.stack, prod.target.front_url) == ("acme-prod", "http://127.0.0.1:8001")
+    assert (staging.target.stack, staging.target.front_url) == ("acme-staging", "http://127.0.0.1:8002")
+    assert staging.target.model_dump(exclude={"stack", "front_url"}) == prod.target.model_dump(
+        exclude={"stack", "front_url"})
+    assert [c.name for c in prod.target.checks] == ["front health", "front serves the release"]
+    assert prod.verify.stack_file == "deploy/verify.yml"   # the tables after [target] are kept

@@ -9,6 +9,7 @@ a failure is reported and journaled (record kind `notify`) and never changes the
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import time
@@ -99,7 +100,7 @@ def deliver(entry, event: str, s: dict[str, Any], *, env: dict[str, str] | None 
                 return Delivery(entry.label, event, True, attempts)
             last = f"HTTP {code}" + (f": {' '.join(answer.split())[:120]}" if answer.strip() else "")
             retryable = code == 429 or code >= 500
-        except (OSError, urllib.error.URLError, ValueError) as e:
+        except (OSError, urllib.error.URLError, ValueError, http.client.HTTPException) as e:
             reason = getattr(e, "reason", e)
             last = f"{type(e).__name__}: {reason}".replace(url, "<url>")
             retryable = True

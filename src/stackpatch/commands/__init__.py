@@ -14,6 +14,7 @@ MODULES = (
     "deploy_cmd",
     "ship_cmd",
     "hooks_cmd",
+    "shell_cmd",
 )
 
 

@@ -183,7 +183,7 @@ def status_cmd(repo: str, target_name: str | None, as_json: bool) -> None:
         ui.emit_json(st)
         return
     from rich.table import Table
-    t = Table(title=f"stack {st['stack']} on {st['engine']}", title_justify="left")
+    t = Table(title=f"target {st['target']}: stack {st['stack']} on {st['engine']}", title_justify="left")
     for col in ("service", "version", "revision", "digest", "replicas", "update"):
         t.add_column(col)
     for name, s in st["services"].items():

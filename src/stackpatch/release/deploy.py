@@ -352,7 +352,7 @@ def status(cfg, target: Target | None = None) -> dict:
             "managed": name in cfg.target.services}
     from dataclasses import asdict
     lock = state.lock
-    return {"stack": target.stack, "engine": target.where, "services": out_services,
+    return {"target": cfg.target_name, "stack": target.stack, "engine": target.where, "services": out_services,
             "lock": ({**asdict(lock), "expired": lock.expired(time.time()), "holder": lock_mod.describe(lock)}
                      if lock else None),
             "last_run": last.to_json() if last else None}
