@@ -6,6 +6,7 @@
 # next hotfix letter (26.11.1b, then c, ...).
 set -euo pipefail
 dir=$(realpath -m "${1:-.sandbox}")
+name=${SANDBOX_NAME:-acme}   # the example app's name (stacks NAME-prod and NAME-staging)
 root=$(pwd)
 sp="$root/.venv/bin/stackpatch"
 py="$root/.venv/bin/python"
@@ -26,7 +27,7 @@ print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode().strip())
 PY
 }
 
-step "sandbox up (production and staging)" "$sp" sandbox up --dir "$dir" --with-staging
+step "sandbox up (production and staging)" "$sp" sandbox up --dir "$dir" --name "$name" --with-staging
 front=$("$sp" sandbox status --dir "$dir" --json | "$py" -c 'import json,sys; print(json.load(sys.stdin)["front_url"])')
 app=$("$sp" sandbox status --dir "$dir" --json | "$py" -c 'import json,sys; print(json.load(sys.stdin)["app_dir"])')
 echo "front $front serves: $(version_of "$front")"
