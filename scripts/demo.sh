@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# `make demo`: bring the sandbox up, then run the whole hotfix routine on it and time each step:
-# start a hotfix from the deployed release, a one-line fix, push, ship (build, verify, push, waves,
-# migrations, rollback on failure), status, history, the run's report page, finish. Safe to run again: each run ships the
+# `make demo`: bring the sandbox up with a staging stack beside production, then run the whole hotfix
+# routine on it and time each step: start a hotfix from the release production runs, a one-line fix,
+# push, ship to staging (build, verify, push, waves, migrations, rollback on failure), promote the exact
+# digests to production (no rebuild), status, history, the run's report page, finish. Safe to run again: each run ships the
 # next hotfix letter (26.11.1b, then c, ...).
 set -euo pipefail
 dir=$(realpath -m "${1:-.sandbox}")
+name=${SANDBOX_NAME:-acme}   # the example app's name (stacks NAME-prod and NAME-staging)
 root=$(pwd)
 sp="$root/.venv/bin/stackpatch"
 py="$root/.venv/bin/python"
@@ -25,14 +27,14 @@ print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode().strip())
 PY
 }
 
-step "sandbox up" "$sp" sandbox up --dir "$dir"
+step "sandbox up (production and staging)" "$sp" sandbox up --dir "$dir" --name "$name" --with-staging
 front=$("$sp" sandbox status --dir "$dir" --json | "$py" -c 'import json,sys; print(json.load(sys.stdin)["front_url"])')
 app=$("$sp" sandbox status --dir "$dir" --json | "$py" -c 'import json,sys; print(json.load(sys.stdin)["app_dir"])')
 echo "front $front serves: $(version_of "$front")"
 
 cd "$app"
 git checkout -q develop
-step "start (hotfix from the deployed release)" "$sp" start
+step "start (hotfix from the release production runs)" "$sp" start --target production
 branch=$(git rev-parse --abbrev-ref HEAD)
 fix() {
   echo "# ${branch#hotfix/}: one-line fix ($(date -u +%FT%TZ))" >> app/server.py
@@ -41,15 +43,17 @@ fix() {
   git log --oneline -1
 }
 step "one-line fix, commit, push" fix
-step "plan (read-only)" "$sp" plan
-step "ship (build, verify, push, canary, migrations, rest)" "$sp" ship --yes
-echo "front $front serves: $(version_of "$front")"
-step "status" "$sp" status
-step "history" "$sp" history
+step "plan (read-only)" "$sp" plan --target staging
+step "ship to staging (build, verify, push, canary, migrations, rest)" "$sp" ship --target staging --yes
+echo "production front $front still serves: $(version_of "$front")"
+step "promote staging's digests to production (no rebuild)" "$sp" promote --from staging --to production --yes
+echo "production front $front serves: $(version_of "$front")"
+step "status" "$sp" status --target production
+step "history" "$sp" history --target production
 step "report (the run's page: open it in a browser)" "$sp" report
 step "finish (merge master + develop, tag, atomic push)" "$sp" finish
 
 printf '\n\033[1m== summary\033[0m\n'
 for i in "${!names[@]}"; do printf '  %-55s %7ss\n' "${names[$i]}" "${secs[$i]}"; done
 echo
-echo "Roll back with: (cd $app && $sp rollback --yes)   Tear down: $sp sandbox down --dir $dir"
+echo "Roll back with: (cd $app && $sp rollback --target production --yes)   Tear down: $sp sandbox down --dir $dir"

@@ -49,6 +49,16 @@ def make_release(info, work: Path, version: str, edit) -> Release:
     return Release(version, sha, images)
 
 
+def push_hotfix(app: Path, version: str = "26.11.1b", base: str = "26.11.1") -> str:
+    """hotfix/<version> from tag `base` with a one-line change to the app, pushed; its sha."""
+    git.run("checkout", "-q", "-b", f"hotfix/{version}", base, cwd=app)
+    server = app / "app" / "server.py"
+    server.write_text(server.read_text() + f"# hotfix {version}: a one-line change\n")
+    git.run("commit", "-q", "-am", "one-line fix", cwd=app)
+    git.run("push", "-q", "-u", "origin", f"hotfix/{version}", cwd=app)
+    return git.out("rev-parse", "HEAD", cwd=app)
+
+
 def write_release(rel: Release, path: Path) -> Path:
     path.write_text(json.dumps(rel.to_json()))
     return path

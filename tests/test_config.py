@@ -98,7 +98,7 @@ def test_default_waves_are_first_service_then_the_rest(tmp_path):
 BAD = [
     # (id, transform of VALID or full text, expected fragments of the one line)
     ("not-toml", lambda v: v + "\n[registry\n", ["not valid TOML"]),
-    ("unknown-top-key", lambda v: v + "\n[targets]\nstack='x'\n", ["unknown key 'targets'", "did you mean 'target'"]),
+    ("unknown-top-key", lambda v: v + "\n[taget]\nstack='x'\n", ["unknown key 'taget'", "did you mean 'target'"]),
     ("unknown-nested-key", lambda v: v.replace('namespace = "acme"', 'namspace = "acme"'),
      ["registry.namspace", "did you mean 'namespace'"]),
     ("unknown-key-in-image", lambda v: v.replace('repository = "front"', 'repository = "front"\ndockerfil = "x"'),

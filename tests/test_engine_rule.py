@@ -77,6 +77,7 @@ COMMANDS = {
     "status": ["status"],
     "history": ["history"],
     "unlock": ["unlock", "--force"],
+    "logs": ["logs", "phpfiles"],
 }
 
 

@@ -161,7 +161,7 @@ def test_a_deploy_runs_every_step_in_order_and_releases_the_lock(world):
     assert [j.env for j in target.jobs.values()] == [{"DATA": "alpha"}, {"DATA": "beta"}]
     assert target.lock is None
     start = records(cfg)[0]
-    assert start["target"] == {"kind": "memory", "where": "memory://acme-prod"}
+    assert start["target"] == {"kind": "memory", "where": "memory://acme-prod", "name": "default"}
     assert (start["from_version"], start["from_revision"]) == ("26.11.1", OLD_REV)
 
 

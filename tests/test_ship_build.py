@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from deploy_helpers import push_hotfix
+
 from stackpatch import config as config_mod
 from stackpatch.images import registry as registry_mod
 from stackpatch.targets.base import OCI_REVISION, OCI_VERSION
@@ -49,12 +51,7 @@ def test_ship_until_pushed_on_a_sandbox_hotfix(fork, tmp_path):
     import os
     env = {**os.environ, "STACKPATCH_CACHE_DIR": str(tmp_path / "cache")}
     app = fork.app_dir
-    git("checkout", "-q", "-b", "hotfix/26.11.1b", "26.11.1", cwd=app)
-    server = app / "app" / "server.py"
-    server.write_text(server.read_text() + "# hotfix 26.11.1b: a one-line change\n")
-    git("commit", "-q", "-am", "one-line fix", cwd=app)
-    git("push", "-q", "-u", "origin", "hotfix/26.11.1b", cwd=app)
-    sha = git("rev-parse", "HEAD", cwd=app)
+    sha = push_hotfix(app)
     cfg = config_mod.load(fork.config_path)
 
     before = world_of(fork, cfg)

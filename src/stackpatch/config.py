@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from stackpatch.errors import ConfigError
 
 CONFIG_NAME = "stackpatch.toml"
+DEFAULT_TARGET = "default"   # the name of the unnamed [target]
 ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
 
@@ -198,29 +199,127 @@ class TimeoutsConfig(Section):
     lock_ttl: float = Field(3600, gt=0, description="Seconds after which a held lock counts as expired.")
 
 
+class HooksConfig(Section):
+    dir: str = Field(".stackpatch/hooks", description="Directory of the hook executables (relative to the repo): "
+                                                      "`pre-ship`, `pre-deploy`, `post-deploy`, `post-rollback`, "
+                                                      "`pre-finish`, `post-finish`. A missing file is no hook.")
+    timeout: float = Field(300, gt=0, description="Seconds one hook may run; then it is killed (a `pre-*` hook "
+                                                  "that times out stops the command).")
+    ci_status_command: list[str] = Field(
+        default_factory=list,
+        description="argv that prints the CI status of the hotfix branch (`{branch}` and `{revision}` are "
+                    "replaced), given to hooks as `STACKPATCH_CI_STATUS_COMMAND` (JSON); the sample `pre-ship` "
+                    "written by `stackpatch hooks init` refuses unless its last line is `success`.")
+
+
+EVENTS = ("deployed", "rolled-back", "failed", "purge-failed", "finished")
+Event = Literal["deployed", "rolled-back", "failed", "purge-failed", "finished"]
+
+
+class NotifyConfig(Section):
+    name: str | None = Field(None, description="Shown in warnings and the journal (default: `url_env`).")
+    url_env: str = Field(..., description="Name of the environment variable holding the webhook URL "
+                                          "(a webhook URL is a secret: never in the file).")
+    format: Literal["slack", "json"] = Field(
+        "slack", description="`slack`: `{\"text\": …}` (Slack, Mattermost, Rocket.Chat, Teams workflows); "
+                             "`json`: the full run summary.")
+    events: list[Event] = Field(default_factory=lambda: list(EVENTS),
+                                description="Which endings to send: `deployed`, `rolled-back`, `failed`, "
+                                            "`purge-failed`, `finished` (after `stackpatch finish`).")
+    retries: int = Field(3, ge=0, le=10, description="Retries after a network error, 429 or 5xx, with "
+                                                      "exponential backoff; a failure never changes the outcome.")
+    timeout: float = Field(10, gt=0, description="Seconds one request may take.")
+
+    _u = field_validator("url_env")(classmethod(lambda cls, v: _env_var_name(v)))
+
+    @property
+    def label(self) -> str:
+        return self.name or self.url_env
+
+
 class Config(Section):
     git: GitConfig = Field(default_factory=GitConfig, description="Branches, prefixes and versions.")
     registry: RegistryConfig = Field(..., description="The private registry the images are pushed to.")
     images: dict[str, ImageConfig] = Field(..., min_length=1, description="Images built from this repo, by name.")
-    target: TargetConfig = Field(..., description="The running stack to patch.")
+    target: TargetConfig | None = Field(
+        None, description="The running stack to patch, when there is one (its name is `default`). "
+                          "Several: use `[targets.<name>]` instead, or beside it.")
+    targets: dict[str, TargetConfig] = Field(
+        default_factory=dict,
+        description="Named targets (`[targets.staging]`, `[targets.production]`), each holding what `[target]` "
+                    "holds; every command that reads or changes a stack takes `--target NAME`.")
+    require_target: bool = Field(False, description="Refuse a command that reads or changes a stack unless it "
+                                                    "names its target with `--target NAME`.")
     verify: VerifyConfig = Field(default_factory=VerifyConfig, description="Local verification before pushing.")
     migrations: MigrationsConfig = Field(default_factory=MigrationsConfig, description="The release phase.")
     cdn: CdnConfig | None = Field(None, description="CDN purge after a successful deploy (optional).")
     timeouts: TimeoutsConfig = Field(default_factory=TimeoutsConfig, description="Time limits.")
+    notify: list[NotifyConfig] = Field(default_factory=list, description="Webhooks told how each run ended "
+                                                                      "(`[[notify]]` entries).")
+    hooks: HooksConfig = Field(default_factory=HooksConfig, description="Executables run before and after "
+                                                                       "ship, deploy, rollback and finish.")
 
-    # where the file was loaded from; not a key
+    # where the file was loaded from, and the name of the target chosen by `select`; not keys
     _path: Path | None = None
+    _target_name: str | None = None
 
     @model_validator(mode="after")
     def _images_known(self) -> "Config":
-        for svc, img in self.target.services.items():
-            if img not in self.images:
-                raise ValueError(f"target.services.{svc} runs image {img!r}, which is not in [images] "
-                                 f"({', '.join(sorted(self.images))})")
-        m = self.migrations
-        if m.when != "never" and m.command and m.service and m.service not in self.target.services:
-            raise ValueError(f"migrations.service {m.service!r} is not in target.services")
+        if self.target is None and not self.targets:
+            raise ValueError("no target: add a [target] table (or [targets.<name>] tables) naming the stack "
+                             "and its services")
+        if self.target is not None and DEFAULT_TARGET in self.targets:
+            raise ValueError(f"[target] is the target named {DEFAULT_TARGET!r}: rename [targets.{DEFAULT_TARGET}]")
+        for key, t in self._all_targets():
+            for svc, img in t.services.items():
+                if img not in self.images:
+                    raise ValueError(f"{key}.services.{svc} runs image {img!r}, which is not in [images] "
+                                     f"({', '.join(sorted(self.images))})")
+            m = self.migrations
+            if m.when != "never" and m.command and m.service and m.service not in t.services:
+                raise ValueError(f"migrations.service {m.service!r} is not in {key}.services")
         return self
+
+    def _all_targets(self) -> list[tuple[str, TargetConfig]]:
+        out = [("target", self.target)] if self.target is not None else []
+        return out + [(f"targets.{n}", t) for n, t in self.targets.items()]
+
+    @property
+    def target_names(self) -> list[str]:
+        return ([DEFAULT_TARGET] if self.target is not None else []) + list(self.targets)
+
+    @property
+    def target_name(self) -> str | None:
+        return self._target_name
+
+    def select(self, name: str | None) -> "Config":
+        """This config with `target` set to the named one (`--target NAME`); without a name, `[target]`,
+        else the only `[targets.<name>]`. Refuses (ConfigError) an unknown name, a bare command under
+        `require_target = true`, and a bare command with several named targets and no `[target]`."""
+        where = self._path or CONFIG_NAME
+        names = ", ".join(self.target_names)
+        if name is None:
+            if self.require_target:
+                raise ConfigError(f"{where}: require_target = true: name the target with --target NAME "
+                                  f"({names})")
+            if self.target is not None:
+                name = DEFAULT_TARGET
+            elif len(self.targets) == 1:
+                name = next(iter(self.targets))
+            else:
+                raise ConfigError(f"{where} has several targets ({names}) and no [target]: pick one with "
+                                  "--target NAME")
+        if name == DEFAULT_TARGET and self.target is not None:
+            chosen = self.target
+        elif name in self.targets:
+            chosen = self.targets[name]
+        else:
+            raise ConfigError(f"{where} has no target {name!r}: use one of {names}")
+        out = self.model_copy()
+        out.target = chosen
+        out._path = self._path
+        out._target_name = name
+        return out
 
     @property
     def path(self) -> Path | None:
@@ -357,9 +456,10 @@ def _read_toml(p: Path) -> dict[str, Any]:
         raise ConfigError(f"{p}: cannot read: {e}") from None
 
 
-def load(path: str | Path | None = None) -> Config:
+def load(path: str | Path | None = None, target: str | None = None, select: bool = True) -> Config:
     """Load and validate stackpatch.toml: a file path, or found from a directory (default: the cwd)
-    upwards to the repo root."""
+    upwards to the repo root. With `select` (every command that reads or changes a stack), `cfg.target`
+    is the target named `target` (`--target`), or the default one (see `Config.select`)."""
     if path is None or Path(path).is_dir():
         start = Path(path) if path is not None else Path.cwd()
         p = find_config(start)
@@ -376,7 +476,7 @@ def load(path: str | Path | None = None) -> Config:
     except ValidationError as e:
         raise ConfigError(format_validation_error(p, e)) from None
     cfg._path = p.resolve()
-    return cfg
+    return cfg.select(target) if select else cfg
 
 
 def load_git_settings(repo_root: str | Path) -> GitConfig | None:
@@ -386,20 +486,29 @@ def load_git_settings(repo_root: str | Path) -> GitConfig | None:
     incomplete still works for them. Keys the table does not set are listed in `model_fields_set`
     being absent; callers may fill them from git-flow's own config.
     """
+    return load_section(repo_root, "git", GitConfig)
+
+
+def load_section(repo_root: str | Path, name: str, model: Any) -> Any:
+    """Only the `[name]` table (or `[[name]]` array, for a `list[...]` model) of `<repo_root>/stackpatch.toml`,
+    validated as `model`; None when there is no file (the defaults when the file does not set it)."""
+    from pydantic import TypeAdapter
     p = Path(repo_root) / CONFIG_NAME
     if not p.is_file():
         return None
     raw = _read_toml(p)
-    table = raw.get("git", {})
-    if not isinstance(table, dict):
-        raise ConfigError(f"{p}: git: must be a table ([git])")
+    is_list = getattr(model, "__origin__", None) is list
+    table = raw.get(name, [] if is_list else {})
+    if not isinstance(table, list if is_list else dict):
+        raise ConfigError(f"{p}: {name}: must be " + (f"an array of tables ([[{name}]])" if is_list
+                                                       else f"a table ([{name}])"))
     try:
-        return GitConfig.model_validate(table)
+        return TypeAdapter(model).validate_python(table)
     except ValidationError as e:
-        # re-root the error at `git` so the message names `git.<key>` and suggests valid keys
+        # re-root the error at `name` so the message names `name.<key>` and suggests valid keys
         e0 = e.errors()[0]
         fake = ValidationError.from_exception_data(
-            "Config", [{**e0, "loc": ("git", *e0["loc"])}])  # type: ignore[list-item]
+            "Config", [{**e0, "loc": (name, *e0["loc"])}])  # type: ignore[list-item]
         raise ConfigError(format_validation_error(p, fake)) from None
 
 
@@ -430,7 +539,13 @@ def reference_markdown() -> str:
              "a test fails when the two differ. Unknown keys are refused, with the closest valid name.",
              "Secrets never go in the file: keys ending in `_env` name an environment variable.", ""]
 
+    seen: dict[type[BaseModel], str] = {}
+
     def walk(model: type[BaseModel], prefix: str) -> None:
+        if model is TargetConfig and model in seen:   # [targets.<name>] holds what [target] holds
+            lines.extend([f"## `[{prefix}]`", "", f"The same keys as `[{seen[model]}]`.", ""])
+            return
+        seen[model] = prefix
         rows = []
         subs = []
         for name, f in model.model_fields.items():

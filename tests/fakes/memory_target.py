@@ -19,9 +19,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from stackpatch.errors import EngineUnreachable, FaultError
-from stackpatch.targets.base import (ImageRef, JobStatus, LockInfo, Observation, ServiceState, TargetState,
-                                     TaskView)
+from typing import Iterator
+
+from stackpatch.errors import EngineUnreachable, FaultError, UserError
+from stackpatch.targets.base import (ImageRef, JobStatus, LockInfo, LogLine, Observation, ServiceState, TargetState,
+                                     TaskLocation, TaskView)
 
 
 @dataclass
@@ -63,6 +65,8 @@ class MemoryTarget:
         self.updates: list[tuple[str, str]] = []     # (service, image) in order
         self.lock: LockInfo | None = None
         self.renewals = 0
+        self.shells: list[tuple[str, list[str]]] = []       # (task, argv) of every shell opened
+        self.log_lines: dict[str, list[tuple[float, str]]] = {}  # service -> (unix time, line)
         self.reachable = True
         self.unreachable_after: dict[str, int] = {}  # method name -> calls left before the target goes away
         self._clock = 0
@@ -199,6 +203,28 @@ class MemoryTarget:
     def exec(self, service: str, argv: list[str], timeout: float) -> tuple[int, str]:
         self._call("exec")
         return self.exec_results.get(service, (0, "ok\n"))
+
+    # ------------------------------------------------------------ the developers' shell and logs
+
+    def running_task(self, service: str) -> TaskLocation:
+        self._call("running_task")
+        if service not in self.services:
+            raise UserError(f"stack {self.stack} has no service {service}")
+        return TaskLocation(service=service, task=f"{self.stack}_{service}.1", task_id=f"task-{service}-1",
+                            node="memory-node", container_id=f"container-{service}-1", local=True)
+
+    def open_shell(self, task: TaskLocation, argv: list[str]) -> int:
+        self._call("open_shell")
+        self.shells.append((task.task, list(argv)))
+        return 0
+
+    def logs(self, service: str, *, since: float | None, follow: bool) -> Iterator[LogLine]:
+        self._call("logs")
+        if service not in self.services:
+            raise UserError(f"stack {self.stack} has no service {service}")
+        for t, text in self.log_lines.get(service, []):
+            if since is None or t >= since:
+                yield LogLine(f"{self.stack}_{service}.1@memory-node", text)
 
     # ------------------------------------------------------------ lock
 

@@ -14,6 +14,8 @@ MODULES = (
     "deploy_cmd",
     "ship_cmd",
     "report_cmd",
+    "hooks_cmd",
+    "shell_cmd",
 )
 
 

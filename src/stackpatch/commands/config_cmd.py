@@ -26,7 +26,7 @@ def check(path: str | None, as_json: bool) -> None:
     Prints the resolved config with defaults filled in and secrets masked. A bad file gets one
     line naming the file, the key and what is wrong, and exit status 2.
     """
-    cfg = config_mod.load(path)
+    cfg = config_mod.load(path, select=False)
     data = {"path": str(cfg.path), "config": cfg.masked()}
     if as_json:
         ui.emit_json(data)

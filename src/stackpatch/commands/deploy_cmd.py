@@ -18,15 +18,19 @@ REPO = click.option("--repo", "repo", default=".", show_default=True,
                     help="The app repo holding stackpatch.toml and the journal (.stackpatch/runs/).")
 YES = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (required without a terminal).")
 JSON = click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+TARGET = click.option("--target", "target_name", metavar="NAME", default=None,
+                      help="The target ([targets.NAME] in stackpatch.toml; `default` is [target]). "
+                           "Required when the file sets require_target = true.")
 
 
 def register(main: click.Group) -> None:
-    for c in (deploy_cmd, resume_cmd, abort_cmd, rollback_cmd, status_cmd, history_cmd, unlock_cmd, purge_cmd):
+    for c in (deploy_cmd, promote_cmd, resume_cmd, abort_cmd, rollback_cmd, status_cmd, history_cmd, unlock_cmd,
+              purge_cmd):
         main.add_command(c)
 
 
-def _cfg(repo: str):
-    return config_mod.load(Path(repo))
+def _cfg(repo: str, target_name: str | None):
+    return config_mod.load(Path(repo), target=target_name)
 
 
 def _confirm(what: str, yes: bool) -> None:
@@ -59,12 +63,13 @@ def _ts(t: float | None) -> str:
 
 @click.command("deploy")
 @REPO
+@TARGET
 @click.option("--release", "release_file", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Release JSON written by `ship --until pushed --json` (version, revision, pushed images).")
 @click.option("--pause", is_flag=True, help="After the canary wave, wait for a person to check inside it.")
 @YES
 @JSON
-def deploy_cmd(repo: str, release_file: str, pause: bool, yes: bool, as_json: bool) -> None:
+def deploy_cmd(repo: str, target_name: str | None, release_file: str, pause: bool, yes: bool, as_json: bool) -> None:
     """Roll out images already pushed (the second half of `ship`).
 
     \b
@@ -76,7 +81,7 @@ def deploy_cmd(repo: str, release_file: str, pause: bool, yes: bool, as_json: bo
     """
     from stackpatch.release.deploy import deploy
     from stackpatch.release.model import Release
-    cfg = _cfg(repo)
+    cfg = _cfg(repo, target_name)
     try:
         data = json.loads(Path(release_file).read_text())
         release = Release.from_json(data.get("release", data))
@@ -88,18 +93,53 @@ def deploy_cmd(repo: str, release_file: str, pause: bool, yes: bool, as_json: bo
     _report(res, as_json)
 
 
-@click.command("resume")
+@click.command("promote")
 @REPO
+@click.option("--from", "from_name", required=True, metavar="NAME", help="The target whose running release moves "
+                                                                         "(e.g. staging).")
+@click.option("--to", "to_name", required=True, metavar="NAME", help="The target it moves to (e.g. production).")
+@click.option("--pause", is_flag=True, help="After the canary wave, wait for a person to check inside it.")
 @YES
 @JSON
-def resume_cmd(repo: str, yes: bool, as_json: bool) -> None:
+def promote_cmd(repo: str, from_name: str, to_name: str, pause: bool, yes: bool, as_json: bool) -> None:
+    """Deploy to --to the exact images (digests) that run on --from: no rebuild.
+
+    \b
+    Reads what runs on the source target (one digest per image, its version and revision), then
+    deploys it to the destination as `ship` does after its push: lock, canary, release phase, the
+    rest, rollback on failure, purge, hooks and notifications. Refuses (exit 2, nothing changed)
+    when the source is mid-run (locked, or its last run unfinished), when its last run ended in a
+    rollback, or when its services of one image run different digests.
+      stackpatch ship --target staging --yes
+      stackpatch promote --from staging --to production --yes
+    """
+    from stackpatch.release.promote import promote
+    base = config_mod.load(Path(repo), select=False)
+    cfg_from, cfg_to = base.select(from_name), base.select(to_name)
+    _confirm(f"Deploy what runs on {from_name} (stack {cfg_from.target.stack}) to {to_name} "
+             f"(stack {cfg_to.target.stack})", yes)
+    rel, res = promote(cfg_from, cfg_to, yes=yes, pause=pause, reporter=ui.reporter)
+    if as_json:
+        ui.emit_json({"release": rel.to_json(), "run": res.to_json()})
+        return
+    for i in rel.images.values():
+        ui.out.print(f"{i.name}: {i.ref}", markup=False)
+    _report(res, as_json=False)
+
+
+@click.command("resume")
+@REPO
+@TARGET
+@YES
+@JSON
+def resume_cmd(repo: str, target_name: str | None, yes: bool, as_json: bool) -> None:
     """Continue an interrupted run (killed, or the target went away) from its last completed step.
 
     Re-reads the live stack: services already on the new image are not touched again. Takes over
     the lock only if it is held by that same run.
     """
     from stackpatch.release.deploy import resume
-    cfg = _cfg(repo)
+    cfg = _cfg(repo, target_name)
     with report.after_run(cfg.root):
         res = resume(cfg, yes=yes, reporter=ui.reporter)
     _report(res, as_json)
@@ -107,13 +147,14 @@ def resume_cmd(repo: str, yes: bool, as_json: bool) -> None:
 
 @click.command("abort")
 @REPO
+@TARGET
 @YES
 @JSON
-def abort_cmd(repo: str, yes: bool, as_json: bool) -> None:
+def abort_cmd(repo: str, target_name: str | None, yes: bool, as_json: bool) -> None:
     """Give up an interrupted run: every service it may have changed goes back to its recorded
     previous image, then the lock is released. Migrations already run are not reversed."""
     from stackpatch.release.deploy import abort
-    cfg = _cfg(repo)
+    cfg = _cfg(repo, target_name)
     _confirm(f"Restore the previous images on stack {cfg.target.stack}", yes)
     with report.after_run(cfg.root):
         res = abort(cfg, reporter=ui.reporter)
@@ -122,16 +163,17 @@ def abort_cmd(repo: str, yes: bool, as_json: bool) -> None:
 
 @click.command("rollback")
 @REPO
+@TARGET
 @click.option("--to", "to", metavar="VERSION", help="A version listed by `stackpatch history` "
                                                     "(default: the release before the last run).")
 @YES
 @JSON
-def rollback_cmd(repo: str, to: str | None, yes: bool, as_json: bool) -> None:
+def rollback_cmd(repo: str, target_name: str | None, to: str | None, yes: bool, as_json: bool) -> None:
     """Return every service to the exact images of a recorded release, then check the front serves
     its revision. Never Swarm's one-level rollback: images come from the journal. Migrations are not
     reversed."""
     from stackpatch.release.deploy import rollback
-    cfg = _cfg(repo)
+    cfg = _cfg(repo, target_name)
     _confirm(f"Roll stack {cfg.target.stack} back to {to or 'the previous release'}", yes)
     with report.after_run(cfg.root):
         res = rollback(cfg, to=to, reporter=ui.reporter)
@@ -140,16 +182,17 @@ def rollback_cmd(repo: str, to: str | None, yes: bool, as_json: bool) -> None:
 
 @click.command("status")
 @REPO
+@TARGET
 @JSON
-def status_cmd(repo: str, as_json: bool) -> None:
+def status_cmd(repo: str, target_name: str | None, as_json: bool) -> None:
     """What runs now: per service the version, revision, digest and replicas; the lock; the last run."""
     from stackpatch.release.deploy import status
-    st = status(_cfg(repo))
+    st = status(_cfg(repo, target_name))
     if as_json:
         ui.emit_json(st)
         return
     from rich.table import Table
-    t = Table(title=f"stack {st['stack']} on {st['engine']}", title_justify="left")
+    t = Table(title=f"target {st['target']}: stack {st['stack']} on {st['engine']}", title_justify="left")
     for col in ("service", "version", "revision", "digest", "replicas", "update"):
         t.add_column(col)
     for name, s in st["services"].items():
@@ -170,17 +213,18 @@ def status_cmd(repo: str, as_json: bool) -> None:
 
 @click.command("history")
 @REPO
+@TARGET
 @click.option("--offline", is_flag=True, help="Do not ask the target which run is live: the journal only.")
 @click.option("--html", is_flag=True, help="Write .stackpatch/runs/index.html linking every run's report page; "
                                            "print its path.")
 @JSON
-def history_cmd(repo: str, offline: bool, html: bool, as_json: bool) -> None:
+def history_cmd(repo: str, target_name: str | None, offline: bool, html: bool, as_json: bool) -> None:
     """Every run recorded in this repo, newest first: who, when, from which version to which, result.
     Marks the run the target's labels say is live; a target that does not answer is an error that
     names it (`--offline` reads the journal only)."""
     from stackpatch import targets
     from stackpatch.release import history
-    cfg = _cfg(repo)
+    cfg = _cfg(repo, target_name)
     if html:
         ui.out.print(str(report.write_index(cfg.root)), markup=False)
         return
@@ -198,7 +242,7 @@ def history_cmd(repo: str, offline: bool, html: bool, as_json: bool) -> None:
         return
     for r in rows:  # one line per run: greppable, never wrapped into a table
         took = f"{r['ended_at'] - r['started_at']:.0f}s" if r["ended_at"] else "-"
-        ui.out.print(f"{r['run_id']}{' *' if r['live'] else '  '} {r['op']:<8} "
+        ui.out.print(f"{r['run_id']}{' *' if r['live'] else '  '} {r['target'] or '-':<10} {r['op']:<8} "
                      f"{(r['from_version'] or '?') + ' → ' + (r['version'] or '?'):<22} {r['state']:<22} "
                      f"{took:>5}  {_ts(r['started_at'])}  {r['owner']}@{r['host']}", markup=False)
     if live:
@@ -207,12 +251,13 @@ def history_cmd(repo: str, offline: bool, html: bool, as_json: bool) -> None:
 
 @click.command("unlock")
 @REPO
+@TARGET
 @click.option("--force", is_flag=True, help="Break the lock. Only an EXPIRED lock can be broken.")
-def unlock_cmd(repo: str, force: bool) -> None:
+def unlock_cmd(repo: str, target_name: str | None, force: bool) -> None:
     """Break an expired deploy lock. A lock that has not expired is refused with its holder's name."""
     from stackpatch import targets
     from stackpatch.release import lock
-    cfg = _cfg(repo)
+    cfg = _cfg(repo, target_name)
     holder = lock.break_lock(targets.for_config(cfg), force=force)
     if holder is None:
         ui.ok(f"stack {cfg.target.stack} is not locked")
@@ -222,11 +267,12 @@ def unlock_cmd(repo: str, force: bool) -> None:
 
 @click.command("purge")
 @REPO
+@TARGET
 @JSON
-def purge_cmd(repo: str, as_json: bool) -> None:
+def purge_cmd(repo: str, target_name: str | None, as_json: bool) -> None:
     """Retry only the CDN purge of the last run, when it ended `deployed, purge failed`."""
     from stackpatch.release.deploy import purge
-    cfg = _cfg(repo)
+    cfg = _cfg(repo, target_name)
     with report.after_run(cfg.root):
         res = purge(cfg, reporter=ui.reporter)
     _report(res, as_json)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from stackpatch import gitflow, ui
+from stackpatch import gitflow, hooks, ui
 
 REPO = click.option("--repo", "repo", type=click.Path(exists=True, file_okay=False), default=None,
                     help="The app's git repository (default: the current directory).")
@@ -23,8 +23,10 @@ def register(main: click.Group) -> None:
 @click.option("--no-push", is_flag=True, help="Do not push the new branch (git-flow's default).")
 @REPO
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--target", "target_name", metavar="NAME", default=None,
+              help="The target whose running release is the base ([targets.NAME]; `default` is [target]).")
 def start_cmd(version: str | None, from_release: str | None, no_push: bool, repo: str | None,
-              as_json: bool) -> None:
+              as_json: bool, target_name: str | None) -> None:
     """Start hotfix/VERSION from the release that runs.
 
     \b
@@ -46,7 +48,7 @@ def start_cmd(version: str | None, from_release: str | None, no_push: bool, repo
     if not from_release:
         from stackpatch import git
         from stackpatch.targets.discover import deployed_version
-        deployed, why = deployed_version(git.toplevel(repo))
+        deployed, why = deployed_version(git.toplevel(repo), target_name)
         if deployed:
             ui.step(f"deployed release: {deployed} ({why})")
         elif why.startswith("target unreachable"):
@@ -112,8 +114,14 @@ def finish_cmd(no_push: bool, keep_branch: bool, message: str | None, cont: bool
         return
     if not force and not cont:
         _require_shipped(repo)
+    around = _finish_hook_env(repo)
+    if not cont and around is not None:
+        root, _, settings, env = around
+        hooks.pre(root, settings, "pre-finish", env, ui.reporter, unchanged="nothing was merged, tagged or pushed")
     res = gitflow.finish(repo, push=not no_push, keep_branch=keep_branch, message=message, cont=cont,
                          progress=ui.step)
+    if res["complete"] and around is not None:
+        _after_finish(*around)
     if as_json:
         ui.emit_json(res)
         return
@@ -149,6 +157,46 @@ def list_cmd(repo: str | None, as_json: bool) -> None:
                      f"{len(r['commits'])} commit{'s' if len(r['commits']) != 1 else ''})", markup=False)
         for c in r["commits"]:
             ui.out.print(f"    {c['sha']} {c.get('subject', '')}", markup=False)
+
+
+def _finish_hook_env(repo: str | None):
+    """(repo root, [hooks] settings, variables) for the finish hooks of the hotfix checked out; None when
+    this is not a hotfix branch (finish itself then says what is wrong). The target's variables are
+    empty when stackpatch.toml is incomplete: finish needs only git."""
+    from stackpatch import config as config_mod
+    from stackpatch import git
+    from stackpatch.errors import StackpatchError
+    try:
+        root = git.toplevel(repo)
+        prefix = gitflow.load_settings(root).hotfix_prefix
+    except StackpatchError:
+        return None
+    branch = git.current_branch(root) or ""
+    if not branch.startswith(prefix):
+        return None
+    try:
+        cfg = config_mod.load(root)
+    except StackpatchError:
+        cfg = None
+    settings = hooks.settings_for(root, cfg)
+    env = hooks.variables(cfg, version=branch[len(prefix):], revision=git.rev("HEAD", root),
+                          previous_version=None, run_id=None, operation="finish",
+                          extra={"STACKPATCH_BRANCH": branch})
+    return root, cfg, settings, env
+
+
+def _after_finish(root, cfg, settings, env: dict[str, str]) -> None:
+    """post-finish and the `finished` notifications; neither changes the outcome."""
+    from stackpatch import notify
+    hooks.post(root, settings, "post-finish", {**env, "STACKPATCH_RESULT": "finished"}, ui.reporter)
+    entries = notify.entries_for(root, cfg)
+    if entries:
+        s = notify.summary("finished", op="finish", state="finished", version=env["STACKPATCH_VERSION"],
+                           revision=env["STACKPATCH_REVISION"], previous_version=None,
+                           target=env["STACKPATCH_TARGET"], stack=env["STACKPATCH_STACK"], run_id=None,
+                           performer=env["STACKPATCH_PERFORMER"],
+                           services=[x for x in env["STACKPATCH_SERVICES"].split(",") if x])
+        notify.send(entries, "finished", s, ui.reporter)
 
 
 def _require_shipped(repo: str | None) -> None:

@@ -33,8 +33,11 @@ def sandbox_group() -> None:
               help="Name of the example app: repo DIR/NAME, stack NAME-prod, registry namespace NAME.")
 @click.option("--registry-port", type=int, default=None,
               help="Port of the registry on 127.0.0.1 (first `up` only). Default: a free port.")
+@click.option("--with-staging", is_flag=True,
+              help="Also deploy NAME-staging beside NAME-prod; the app's stackpatch.toml then names them "
+                   "[targets.staging] and [targets.production] and requires --target.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (same keys as `status --json`).")
-def up_cmd(dir_: str, name: str, registry_port: int | None, as_json: bool) -> None:
+def up_cmd(dir_: str, name: str, registry_port: int | None, with_staging: bool, as_json: bool) -> None:
     """Bring the sandbox up. Idempotent: a second run reuses what is there and rebuilds nothing.
 
     Progress, with timings, goes to stderr. Ends when the stack is at full healthy replicas and
@@ -42,7 +45,7 @@ def up_cmd(dir_: str, name: str, registry_port: int | None, as_json: bool) -> No
     stackpatch has patched the stack since, with the release it runs: `up` leaves it as it is).
     """
     from stackpatch.sandbox import api
-    info = api.up(Path(dir_), name=name, registry_port=registry_port)
+    info = api.up(Path(dir_), name=name, registry_port=registry_port, with_staging=with_staging)
     if as_json:
         ui.emit_json(info.to_json())
         return

@@ -6,13 +6,13 @@ import click
 
 from stackpatch import config as config_mod
 from stackpatch import ui
+from stackpatch.commands.deploy_cmd import TARGET
 from stackpatch.errors import UserError
 
 
 def register(main: click.Group) -> None:
     main.add_command(plan_cmd)
     main.add_command(ship_cmd)
-
 
 _config_opt = click.option("-c", "--config", "config_path", type=click.Path(),
                            help="stackpatch.toml to use (default: found from here up to the repo root).")
@@ -23,9 +23,10 @@ _mixed_opt = click.option("--allow-mixed", is_flag=True,
                                "the revision most services run counts as deployed.")
 
 
-def _render_plan(plan, stack: str) -> None:
+def _render_plan(plan, stack: str, name: str | None = None) -> None:
     p = plan.preflight
-    ui.out.print(f"target: stack {stack} on {plan.engine}", markup=False)
+    ui.out.print(f"target: {name}: stack {stack} on {plan.engine}" if name else
+                 f"target: stack {stack} on {plan.engine}", markup=False)
     ui.out.print(f"hotfix [bold]{p.version}[/] = {p.branch} at {p.revision[:7]}; deployed "
                  f"{p.deployed_version or '(unknown version)'} at {p.deployed_revision[:7]}")
     ui.out.print(f"commits {p.deployed_revision[:7]}..{p.revision[:7]} ({len(p.commits)}):")
@@ -50,7 +51,9 @@ def _render_plan(plan, stack: str) -> None:
 @_ref_opt
 @_mixed_opt
 @_config_opt
-def plan_cmd(as_json: bool, ref: str | None, allow_mixed: bool, config_path: str | None) -> None:
+@TARGET
+def plan_cmd(as_json: bool, ref: str | None, allow_mixed: bool, config_path: str | None,
+             target_name: str | None) -> None:
     """Show what `ship` would do, and change nothing.
 
     \b
@@ -63,12 +66,12 @@ def plan_cmd(as_json: bool, ref: str | None, allow_mixed: bool, config_path: str
     unpushed commits, deployed commit not an ancestor, a tag already used for other code.
     """
     from stackpatch.release.build_half import plan_for
-    cfg = config_mod.load(config_path)
+    cfg = config_mod.load(config_path, target=target_name)
     _, plan = plan_for(cfg, ref, allow_mixed)
     if as_json:
         ui.emit_json(plan.to_json())
     else:
-        _render_plan(plan, cfg.target.stack)
+        _render_plan(plan, cfg.target.stack, cfg.target_name if cfg.targets else None)
 
 
 @click.command("ship")
@@ -81,8 +84,9 @@ def plan_cmd(as_json: bool, ref: str | None, allow_mixed: bool, config_path: str
 @_ref_opt
 @_mixed_opt
 @_config_opt
+@TARGET
 def ship_cmd(until: str | None, pause: bool, yes: bool, as_json: bool, ref: str | None, allow_mixed: bool,
-             config_path: str | None) -> None:
+             config_path: str | None, target_name: str | None) -> None:
     """Ship the pushed hotfix: build, verify, push, then patch the running stack.
 
     \b
@@ -106,16 +110,22 @@ def ship_cmd(until: str | None, pause: bool, yes: bool, as_json: bool, ref: str 
     from stackpatch.release.build_half import plan_for, run_build_half
     from stackpatch.release.deploy import refuse_unattended_pause
     refuse_unattended_pause(pause, yes, ui.reporter)
-    cfg = config_mod.load(config_path)
+    cfg = config_mod.load(config_path, target=target_name)
     snap, plan = plan_for(cfg, ref, allow_mixed)
     if not as_json:
-        _render_plan(plan, cfg.target.stack)
+        _render_plan(plan, cfg.target.stack, cfg.target_name if cfg.targets else None)
     if not yes:
         if not ui.is_tty():
             raise UserError("ship changes the registry and needs confirmation: stdin is not a terminal, so pass --yes")
         what = "up to the push" if until == "pushed" else f"to stack {cfg.target.stack}"
         if not click.confirm(f"ship {plan.version} ({plan.revision[:7]}) {what}?", default=False, err=True):
             raise UserError("not confirmed: nothing was changed")
+    from stackpatch import hooks
+    hooks.pre(cfg.root, cfg.hooks, "pre-ship",
+              hooks.variables(cfg, version=plan.version, revision=plan.revision,
+                              previous_version=plan.preflight.deployed_version, run_id=None, operation="ship",
+                              extra={"STACKPATCH_BRANCH": plan.preflight.branch}),
+              ui.reporter, unchanged="nothing was built or pushed")
     result = run_build_half(cfg, plan, snap, ui.reporter)
     if until != "pushed":
         from stackpatch.release.deploy import deploy

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from stackpatch import targets
+from stackpatch import hooks, notify, targets
 from stackpatch.errors import FaultError, UserError
 from stackpatch.release import history
 from stackpatch.release import journal as J
@@ -105,7 +105,7 @@ def _start_record(cfg, target: Target, *, run_id: str, op: str, version: str | N
                   release: Release | None) -> dict:
     owner, host, pid = J.owner_host_pid()
     return dict(run_id=run_id, op=op, owner=owner, host=host, pid=pid, stack=cfg.target.stack,
-                target={"kind": target.kind, "where": target.where},
+                target={"kind": target.kind, "where": target.where, "name": cfg.target_name},
                 version=version, revision=revision, from_version=from_version, from_revision=from_revision,
                 release=release.to_json() if release else None, plan=steps,
                 previous={s["service"]: s["previous_image"] for s in steps if s["kind"] == "update"})
@@ -121,17 +121,18 @@ def _context(cfg, target: Target | None, jr: J.Journal, run_id: str, reporter: R
 
 
 def _begin(cfg, target: Target, *, op: str, version: str | None, revision: str | None, release: Release | None,
-           plan: Callable[[TargetState], list[dict]], build_timings: dict | None = None):
+           plan: Callable[[TargetState], list[dict]], build_timings: dict | None = None, run_id: str | None = None,
+           extra: dict | None = None):
     """Take the lock, read the live stack, plan from it and write the run-start: (run id, steps,
     from_version, from_revision, journal). The lock goes back if anything here fails."""
-    run_id = J.new_run_id()
+    run_id = run_id or J.new_run_id()
     _lock_then_check_unfinished(cfg, target, _lock_info(cfg, run_id, version or "?"))
     try:
         state = target.read_state()
         steps = plan(state)
         from_version, from_revision = deployed_now(cfg, state)
         jr = J.Journal.create(repo_root(cfg), run_id)
-        extra = {"build_timings": build_timings or {}} if op == "deploy" else {}
+        extra = {**({"build_timings": build_timings or {}} if op == "deploy" else {}), **(extra or {})}
         jr.append("run-start", **_start_record(cfg, target, run_id=run_id, op=op, version=version,
                                                revision=revision, from_version=from_version,
                                                from_revision=from_revision, steps=steps, release=release),
@@ -140,6 +141,57 @@ def _begin(cfg, target: Target, *, op: str, version: str | None, revision: str |
         lock_mod.release(target, run_id)
         raise
     return run_id, steps, from_version, from_revision, jr
+
+
+# ------------------------------------------------------------------ after a run: post hooks
+
+def _outcome(op: str, state: str) -> tuple[str | None, str | None]:
+    """(post hook, event) of a run that ended in `state`: what the team is told, and how."""
+    if state in (J.ROLLED_BACK, J.ABORTED, J.ROLLBACK_FAILED):
+        return "post-rollback", ("failed" if state == J.ROLLBACK_FAILED else "rolled-back")
+    if state in (J.DEPLOYED, J.PURGE_FAILED):
+        hook = "post-rollback" if op == "rollback" else "post-deploy"
+        if state == J.PURGE_FAILED:
+            return hook, "purge-failed"
+        return hook, ("rolled-back" if op == "rollback" else "deployed")
+    return None, "failed"   # failed before anything changed, or interrupted (target unreachable)
+
+
+def after_run(cfg, jr: J.Journal, reporter: Reporter) -> None:
+    """The post hook and the notifications of a run that just ended (its state read back from the
+    journal, so every ending is covered: success, automatic rollback, a failure before any change).
+    Both are journaled; neither raises nor changes the outcome."""
+    try:
+        v = J.view(jr.records())
+    except OSError:
+        return
+    if v is None:
+        return
+    hook, event = _outcome(v.op, v.state)
+    op = "abort" if v.state == J.ABORTED else v.op
+    env = hooks.variables(cfg, version=v.version, revision=v.start.get("revision"),
+                          previous_version=v.from_version, run_id=v.run_id, operation=op, result=v.state)
+    if hook is not None:
+        hooks.post(repo_root(cfg), cfg.hooks, hook, env, reporter, journal=jr)
+    if cfg.notify and event is not None:
+        s = notify.summary(event, op=op, state=v.state, version=v.version, revision=v.start.get("revision"),
+                           previous_version=v.from_version, target=env["STACKPATCH_TARGET"], stack=cfg.target.stack,
+                           run_id=v.run_id, performer=v.start.get("owner") or env["STACKPATCH_PERFORMER"],
+                           services=list(cfg.target.services), detail=v.detail, journal=str(jr.path),
+                           steps_done=v.done_steps, started_at=v.started_at, ended_at=v.ended_at)
+        notify.send(cfg.notify, event, s, reporter, journal=jr)
+
+
+def _ending(cfg, jr: J.Journal, reporter: Reporter, go: Callable[[SignalGuard], RunResult]) -> RunResult:
+    """Run `go` under the signal guard (Ctrl-C rolls back), then, outside it, the post hook."""
+    try:
+        with SignalGuard(reporter.info) as guard:
+            res = go(guard)
+    except BaseException:
+        after_run(cfg, jr, reporter)
+        raise
+    after_run(cfg, jr, reporter)
+    return res
 
 
 # ------------------------------------------------------------------ deploy (ship's second half)
@@ -153,20 +205,30 @@ def refuse_unattended_pause(pause: bool, yes: bool, reporter: Reporter) -> None:
 
 
 def deploy(cfg, release: Release, *, yes: bool, pause: bool, reporter: Reporter,
-           build_timings: dict[str, float] | None = None, target: Target | None = None) -> RunResult:
+           build_timings: dict[str, float] | None = None, target: Target | None = None,
+           promoted_from: str | None = None) -> RunResult:
     """Roll `release` out to the stack in waves, with the release phase, gates, rollback and purge.
 
-    build_timings: the build half's phases (seconds) when `ship` ran it, kept in the run-start record."""
+    build_timings: the build half's phases (seconds) when `ship` ran it, kept in the run-start record;
+    promoted_from: the target `promote` took the release from, kept there too."""
     refuse_unattended_pause(pause, yes, reporter)
     target = target or targets.for_config(cfg)
+    run_id = J.new_run_id()
+    if hooks.find(repo_root(cfg), cfg.hooks, "pre-deploy", reporter) is not None:
+        previous, _ = deployed_now(cfg, target.read_state())
+        hooks.pre(repo_root(cfg), cfg.hooks, "pre-deploy",
+                  hooks.variables(cfg, version=release.version, revision=release.revision,
+                                  previous_version=previous, run_id=run_id, operation="deploy"),
+                  reporter, unchanged=f"the images are pushed; stack {target.stack} was not touched")
     run_id, steps, from_version, from_revision, jr = _begin(
         cfg, target, op="deploy", version=release.version, revision=release.revision, release=release,
-        plan=lambda state: plan_deploy(cfg, release, state.services, pause=pause), build_timings=build_timings)
+        plan=lambda state: plan_deploy(cfg, release, state.services, pause=pause), build_timings=build_timings,
+        run_id=run_id, extra={"promoted_from": promoted_from} if promoted_from else None)
     reporter.info(f"run {run_id}: {from_version or '?'} → {release.version} on {target.stack} (journal {jr.path})")
-    with SignalGuard(reporter.info) as guard:
-        ctx = _context(cfg, target, jr, run_id, reporter, guard, yes, from_revision)
-        return run_steps(ctx, steps, op="deploy", version=release.version, from_version=from_version,
-                         from_revision=from_revision, release_lock=lambda: lock_mod.release(target, run_id))
+    return _ending(cfg, jr, reporter, lambda guard: run_steps(
+        _context(cfg, target, jr, run_id, reporter, guard, yes, from_revision), steps, op="deploy",
+        version=release.version, from_version=from_version, from_revision=from_revision,
+        release_lock=lambda: lock_mod.release(target, run_id)))
 
 
 # ------------------------------------------------------------------ resume / abort
@@ -244,11 +306,10 @@ def resume(cfg, *, reporter: Reporter, yes: bool = True, target: Target | None =
     reporter.info(f"resuming run {v.run_id} ({v.from_version or '?'} → {v.version}) after "
                   f"{v.last_step or 'the start'}")
     from_revision = v.start.get("from_revision")
-    with SignalGuard(reporter.info) as guard:
-        ctx = _context(cfg, target, jr, v.run_id, reporter, guard, yes, from_revision, v.job_results)
-        return run_steps(ctx, v.plan, op=v.op, version=v.version, from_version=v.from_version,
-                         from_revision=from_revision, done=v.done_steps, touched=v.started_steps,
-                         release_lock=lambda: lock_mod.release(target, v.run_id))
+    return _ending(cfg, jr, reporter, lambda guard: run_steps(
+        _context(cfg, target, jr, v.run_id, reporter, guard, yes, from_revision, v.job_results), v.plan, op=v.op,
+        version=v.version, from_version=v.from_version, from_revision=from_revision, done=v.done_steps,
+        touched=v.started_steps, release_lock=lambda: lock_mod.release(target, v.run_id)))
 
 
 def abort(cfg, *, reporter: Reporter, target: Target | None = None) -> RunResult:
@@ -265,18 +326,20 @@ def abort(cfg, *, reporter: Reporter, target: Target | None = None) -> RunResult
     touched = [s["id"] for s in steps if s["kind"] == "update"]
     from_revision = v.start.get("from_revision")
     res = RunResult(v.run_id, v.op, J.RUNNING, v.version, v.from_version, jr.path)
-    with SignalGuard(reporter.info) as guard:
+
+    def go(guard: SignalGuard) -> RunResult:
         ctx = _context(cfg, target, jr, v.run_id, reporter, guard, True, from_revision)
         t0 = time.monotonic()
         state = run_rollback(ctx, steps, touched, from_revision, reason="stackpatch abort")
-    res.timings["rollback"] = time.monotonic() - t0
-    if state != J.ROLLED_BACK:
-        raise FaultError(f"abort of run {v.run_id} did not complete (see {jr.path}): fix the target and "
-                         "run `stackpatch abort` again; the lock stays held")
-    jr.append("state", state=J.ABORTED)
-    res.state = J.ABORTED
-    lock_mod.release(target, v.run_id)
-    return res
+        res.timings["rollback"] = time.monotonic() - t0
+        if state != J.ROLLED_BACK:
+            raise FaultError(f"abort of run {v.run_id} did not complete (see {jr.path}): fix the target and "
+                             "run `stackpatch abort` again; the lock stays held")
+        jr.append("state", state=J.ABORTED)
+        res.state = J.ABORTED
+        lock_mod.release(target, v.run_id)
+        return res
+    return _ending(cfg, jr, reporter, go)
 
 
 # ------------------------------------------------------------------ rollback command
@@ -290,10 +353,10 @@ def rollback(cfg, *, reporter: Reporter, to: str | None = None, target: Target |
         cfg, target, op="rollback", version=version, revision=revision, release=None,
         plan=lambda state: plan_rollback(cfg, state.services, images, version, revision))
     reporter.info(f"run {run_id}: rollback {from_version or '?'} → {version or '?'} on {target.stack}")
-    with SignalGuard(reporter.info) as guard:
-        ctx = _context(cfg, target, jr, run_id, reporter, guard, True, from_revision)
-        return run_steps(ctx, steps, op="rollback", version=version, from_version=from_version,
-                         from_revision=from_revision, release_lock=lambda: lock_mod.release(target, run_id))
+    return _ending(cfg, jr, reporter, lambda guard: run_steps(
+        _context(cfg, target, jr, run_id, reporter, guard, True, from_revision), steps, op="rollback",
+        version=version, from_version=from_version, from_revision=from_revision,
+        release_lock=lambda: lock_mod.release(target, run_id)))
 
 
 # ------------------------------------------------------------------ purge again
@@ -335,7 +398,7 @@ def status(cfg, target: Target | None = None) -> dict:
             "managed": name in cfg.target.services}
     from dataclasses import asdict
     lock = state.lock
-    return {"stack": target.stack, "engine": target.where, "services": out_services,
+    return {"target": cfg.target_name, "stack": target.stack, "engine": target.where, "services": out_services,
             "lock": ({**asdict(lock), "expired": lock.expired(time.time()), "holder": lock_mod.describe(lock)}
                      if lock else None),
             "last_run": last.to_json() if last else None}

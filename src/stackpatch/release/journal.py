@@ -4,11 +4,14 @@ Every record is one line, flushed and fsync'ed before the action it announces, s
 point leaves a journal that says exactly which step was about to run and which ones finished.
 
 Record kinds (field `kind`):
-  run-start   {run_id, op, owner, host, pid, version, revision, stack, plan: [step…], previous: {svc: image}}
+  run-start   {run_id, op, owner, host, pid, version, revision, stack, target: {kind, where, name},
+               plan: [step…], previous: {svc: image}}
   intent      {step: id, …step data}           written before a step acts
   result      {step: id, ok: bool, detail}     written after it
   state       {state: <run state>, detail}      run-level transitions (rolling-back, rolled-back, deployed…)
   job         {step: id, job: name, exit_code}  a release-phase job ended (written before the job is removed)
+  hook        {hook, ok, exit_code, timed_out, seconds, detail}  a post-* hook after the run ended
+  notify      {event, name, ok, attempts, detail}                a notification after the run ended
 Never secrets: images, versions, names and timings only.
 """
 
@@ -156,6 +159,7 @@ class RunView:
                 "version": self.version, "from_version": self.from_version,
                 "revision": self.start.get("revision"), "owner": self.start.get("owner"),
                 "host": self.start.get("host"), "stack": self.start.get("stack"),
+                "target": (self.start.get("target") or {}).get("name"),
                 "started_at": self.started_at, "ended_at": self.ended_at,
                 "done_steps": self.done_steps, "last_step": self.last_step, "detail": self.detail}
 

@@ -219,9 +219,11 @@ def do_gate(ctx: Context, step: dict) -> None:
         ctx.progress(f"check {name}: ok")
     if step.get("pause"):
         if ctx.reporter.interactive:
-            ctx.progress(f"wave {step['wave']} is live: check inside it now (a shell in a task of "
-                         f"{cfg.target.resolved_waves()[0].services[0]} on stack {cfg.target.stack}, "
-                         f"engine {ctx.target.where})")
+            name = getattr(cfg, "target_name", None)
+            ctx.progress(f"wave {step['wave']} is live: check inside it now: `stackpatch shell"
+                         f"{f' --target {name}' if name and cfg.targets else ''}` in another terminal opens a "
+                         f"shell in a task of {cfg.target.resolved_waves()[0].services[0]} on stack "
+                         f"{cfg.target.stack} (engine {ctx.target.where})")
             if not ctx.reporter.confirm("Continue the rollout?"):
                 raise Interrupted("stopped at the pause by the person checking the canary")
         elif ctx.yes:

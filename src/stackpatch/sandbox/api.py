@@ -50,10 +50,16 @@ class State:
     # engine objects this sandbox's deploys created, by id (stack.objects()); `down` removes only these
     dir: str = ""
     owned: dict[str, dict[str, str]] = field(default_factory=dict)
+    staging_front_port: int | None = None   # set by `up --with-staging`
+    owned_staging: dict[str, dict[str, str]] = field(default_factory=dict)  # what its deploy created
 
     @property
     def stack(self) -> str:
         return f"{self.name}-prod"
+
+    @property
+    def staging_stack(self) -> str:
+        return f"{self.name}-staging"
 
     @classmethod
     def load(cls, dir: Path) -> "State | None":
@@ -216,7 +222,7 @@ def _build_and_push(reg: Registry, st: State, name: str, origin: Path, dir: Path
 
 # ---------------------------------------------------------------- up
 
-def up(dir: Path, name: str = "acme", registry_port: int | None = None) -> SandboxInfo:
+def up(dir: Path, name: str = "acme", registry_port: int | None = None, with_staging: bool = False) -> SandboxInfo:
     """Bring the sandbox up (idempotent). Progress goes to stderr; the result says what was reused.
 
     Every refusal comes before anything is started or written; should one still happen on a first
@@ -394,6 +400,16 @@ def _up(c, dir: Path, st: State) -> SandboxInfo:
     got = stack_mod.wait_version(front_url, expect_release, expect_revision)
     ui.ok(f"{front_url}/version answers release {got['release']} at {got['revision']}")
     info = _info(c, dir, st)
+    if with_staging:
+        if st.staging_front_port is None:
+            st.staging_front_port = free_port()
+            st.save(dir)
+        fresh = not stack_mod.objects(c, st.staging_stack)["services"]
+        add_staging(info, app_dir, st.staging_stack, st.staging_front_port)
+        if fresh or st.owned_staging:  # a staging stack that was there before and is not ours stays not ours
+            st.owned_staging = stack_mod.objects(c, st.staging_stack)
+            st.save(dir)
+        report.did("staging stack")
     info.built, info.reused, info.seconds = report.built, report.reused, round(report.elapsed(), 1)
     info.serving = {"release": got["release"], "revision": got["revision"]}
     return info
@@ -462,6 +478,14 @@ def down(dir: Path, all: bool = False) -> dict[str, Any]:
                 with timed(f"remove what this sandbox deployed on stack {st.stack}"):
                     done["stack"] = {"name": st.stack, **stack_mod.remove(c, st.stack, only=mine)}
             except FaultError as e:  # go on: the registry and the files must still go
+                errors.append(str(e))
+        staging_mine = {k: dict((st.owned_staging or {}).get(k) or {}) for k in ("services", "volumes", "networks")}
+        if any(staging_mine.values()):
+            try:
+                with timed(f"remove what this sandbox deployed on staging stack {st.staging_stack}"):
+                    done["staging_stack"] = {"name": st.staging_stack,
+                                             **stack_mod.remove(c, st.staging_stack, only=staging_mine)}
+            except FaultError as e:
                 errors.append(str(e))
         done["registry_stopped"] = _remove_local(c, dir, st, files=False)
         if errors:  # keep the state so that `down` can be run again
@@ -537,15 +561,71 @@ def fork(info: SandboxInfo, dst: Path, stack: str, timeout: float = 180) -> Fork
     text = re.sub(r'(?m)^namespace = ".*"$', f'namespace = "{stack.lower()}"', text, count=1)
     cfg.write_text(text)
     git.run("update-index", "--skip-worktree", "stackpatch.toml", cwd=app)
+    t0 = time.monotonic()
+    _deploy_release_stack(c, info, app, stack, port, timeout)
+    ui.ok(f"fork {stack} is up at {front_url} ({time.monotonic() - t0:.1f}s)")
+    return Fork(app_dir=app, origin_dir=origin, stack=stack, front_url=front_url, front_port=port, config_path=cfg)
+
+
+def _deploy_release_stack(c, info: SandboxInfo, app: Path, stack: str, port: int, timeout: float = 180) -> None:
+    """`stack` deployed from the sandbox's pushed release images with its front on `port`: healthy,
+    migrated, serving the release."""
     st = State(name=info.name, registry_port=int(info.registry.rsplit(":", 1)[1]), front_port=port,
                base_image=info.base_image, release=info.release, revision=info.revision, images=dict(info.images))
-    t0 = time.monotonic()
     stack_mod.deploy(stack, app / "deploy" / "stack.yml", _deploy_env(st, port), info.docker_config)
     stack_mod.wait_healthy(c, stack, set(SERVICES), timeout=timeout)
     stack_mod.run_in_service(c, stack, "phpfiles", ["python3", "/app/migrate.py"])
-    stack_mod.wait_version(front_url, info.release, info.revision)
-    ui.ok(f"fork {stack} is up at {front_url} ({time.monotonic() - t0:.1f}s)")
-    return Fork(app_dir=app, origin_dir=origin, stack=stack, front_url=front_url, front_port=port, config_path=cfg)
+    stack_mod.wait_version(f"http://127.0.0.1:{port}", info.release, info.revision)
+
+
+# ---------------------------------------------------------------- staging beside production
+
+def with_staging_targets(text: str, staging_stack: str, staging_url: str) -> str:
+    """The app's stackpatch.toml with its `[target]` renamed `[targets.production]`, a copy of it as
+    `[targets.staging]` (its own stack and front URL), and `require_target = true`."""
+    lines = text.splitlines()
+    start = lines.index("[target]")
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("[")
+                and not lines[i].startswith(("[[target.", "[target."))), len(lines))
+    block, rest = lines[start:end], lines[:start] + lines[end:]
+
+    def renamed(name: str) -> list[str]:
+        out = []
+        for ln in block:
+            ln = ln.replace("[[target.", f"[[targets.{name}.").replace("[target]", f"[targets.{name}]")
+            if name == "staging" and ln.startswith("stack = "):
+                ln = f'stack = "{staging_stack}"'
+            elif name == "staging" and ln.startswith("front_url = "):
+                ln = f'front_url = "{staging_url}"'
+            out.append(ln)
+        return out
+
+    first_table = next(i for i, ln in enumerate(rest) if ln.startswith("["))
+    head = rest[:first_table] + ["# every command that reads or changes a stack names it: --target staging|production",
+                                 "require_target = true", ""]
+    return "\n".join(head + rest[first_table:] + [""] + renamed("staging") + [""] + renamed("production")) + "\n"
+
+
+def add_staging(info: SandboxInfo, app: Path, stack: str, port: int | None = None, timeout: float = 180) -> str:
+    """Deploy `stack` from the release beside production and name it `staging` in the app's
+    stackpatch.toml (production becomes `[targets.production]`; the edit is hidden from `git status`
+    as a fork's is). Returns the staging front URL. Idempotent: a healthy staging stack is reused."""
+    c = engine.client()
+    cfg = Path(app) / "stackpatch.toml"
+    text = cfg.read_text()
+    if port is None:
+        port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    current = stack_mod.states(c, stack)
+    if set(current) == set(SERVICES) and stack_mod.is_converged(current, set(SERVICES)):
+        ui.ok(f"staging stack {stack} is up at {url} (reused)")
+    else:
+        with timed(f"deploy staging stack {stack} from {info.release} and wait until healthy"):
+            _deploy_release_stack(c, info, Path(app), stack, port, timeout)
+    if "[targets.staging]" not in text:
+        cfg.write_text(with_staging_targets(text, stack, url))
+        git.run("update-index", "--skip-worktree", "stackpatch.toml", cwd=app)
+    return url
 
 
 def remove_stack(stack: str, timeout: float = 120) -> dict[str, int]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Iterator, Protocol
 
 from stackpatch.errors import UserError
 
@@ -162,6 +162,25 @@ class JobStatus:
     logs: tuple[str, ...] = ()  # every line so far
 
 
+@dataclass(frozen=True)
+class TaskLocation:
+    """Where one running task of a service is: for people (`shell` says which task and node) and for
+    `open_shell`."""
+
+    service: str                # without the stack prefix
+    task: str                   # "acme-prod_phpfiles.1"
+    task_id: str
+    node: str                   # the node's hostname
+    container_id: str
+    local: bool                 # runs on the node of the engine the target talks to
+
+
+@dataclass(frozen=True)
+class LogLine:
+    source: str                 # "acme-prod_phpfiles.1@node-1"
+    text: str
+
+
 class MixedRevisionsError(UserError):
     """Services that run the same image run different revisions."""
 
@@ -207,6 +226,18 @@ class Target(Protocol):
 
     def exec(self, service: str, argv: list[str], timeout: float) -> tuple[int, str]:
         """Run argv in one running task of the service: (exit code, output)."""
+
+    def running_task(self, service: str) -> TaskLocation:
+        """One running task of the service (the lowest slot), and where it runs. UserError when the
+        stack has no such service or it has no running task."""
+
+    def open_shell(self, task: TaskLocation, argv: list[str]) -> int:
+        """Run argv interactively in the task's container, attached to this terminal; its exit code.
+        UserError when the task runs where the target cannot reach it."""
+
+    def logs(self, service: str, *, since: float | None, follow: bool) -> Iterator[LogLine]:
+        """The service's output across its tasks (stdout and stderr), oldest first; since: a Unix time;
+        follow: keep going until interrupted."""
 
     def read_lock(self) -> LockInfo | None:
         """The deploy lock held on the stack, or None."""

@@ -13,12 +13,13 @@ def has_target(root: Path) -> bool:
     """Does the repo's stackpatch.toml name a target? (A repo may use stackpatch for git-flow only.)"""
     path = root / config_mod.CONFIG_NAME
     try:
-        return "target" in tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text())
+        return "target" in data or bool(data.get("targets"))
     except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError):
         return path.is_file()  # a broken file: let config.load say what is wrong
 
 
-def deployed_version(root: Path) -> tuple[str | None, str]:
+def deployed_version(root: Path, target: str | None = None) -> tuple[str | None, str]:
     """(version running on the configured target, why) — (None, why) when there is no target to ask.
 
     No stackpatch.toml, or one without a [target] table: no target. An unreachable engine: no target,
@@ -28,7 +29,7 @@ def deployed_version(root: Path) -> tuple[str | None, str]:
     path = root / config_mod.CONFIG_NAME
     if not has_target(root):
         return None, "no [target] in stackpatch.toml" if path.is_file() else "no stackpatch.toml"
-    cfg = config_mod.load(path)
+    cfg = config_mod.load(path, target=target)
     try:
         from stackpatch import targets
         from stackpatch.targets.base import deployed_release
@@ -37,4 +38,4 @@ def deployed_version(root: Path) -> tuple[str | None, str]:
         return None, f"target unreachable ({e})"
     if version is None:
         return None, f"stack {cfg.target.stack!r} runs {revision[:7]} with no version label"
-    return version, f"running on stack {cfg.target.stack!r}"
+    return version, f"running on stack {cfg.target.stack!r}" + (f" (target {cfg.target_name})" if cfg.targets else "")

@@ -10,11 +10,11 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
-from stackpatch.errors import EngineError, EngineObjectMissing, EngineUnreachable, FaultError
-from stackpatch.targets.base import (ImageRef, JobStatus, LockInfo, Observation, ServiceState, TargetState,
-                                     same_image)
+from stackpatch.errors import EngineError, EngineObjectMissing, EngineUnreachable, FaultError, UserError
+from stackpatch.targets.base import (ImageRef, JobStatus, LockInfo, LogLine, Observation, ServiceState, TargetState,
+                                     TaskLocation, same_image)
 from stackpatch.targets.swarm import spec as S
 from stackpatch.targets.swarm.client import STACK_LABEL, Engine, connect, registry_auth_header
 
@@ -288,6 +288,79 @@ class SwarmTarget:
         out = self.engine.exec_start(ex["Id"], demux=False)
         code = self.engine.exec_inspect(ex["Id"]).get("ExitCode")
         return int(code if code is not None else 1), (out or b"").decode(errors="replace")
+
+    # ---------------------------------------------------------------- the developers' shell and logs
+
+    def running_task(self, service: str) -> TaskLocation:
+        full = self._full(service)
+        sid = self._find_service_id(full)
+        if sid is None:
+            raise UserError(f"stack {self.stack} has no service {service} (engine {self.docker_host}): "
+                            "see `stackpatch status`")
+        tasks = [t for t in self.engine.tasks(filters={"service": sid, "desired-state": "running"})
+                 if t.get("Status", {}).get("State") == "running"
+                 and t.get("Status", {}).get("ContainerStatus", {}).get("ContainerID")]
+        if not tasks:
+            raise UserError(f"{full} has no running task: see `stackpatch status`")
+        t = min(tasks, key=lambda t: (t.get("Slot") or 0, t["ID"]))
+        node = self.engine.inspect_node(t["NodeID"])
+        own = (self.engine.info().get("Swarm") or {}).get("NodeID")
+        return TaskLocation(service=service, task=f"{full}.{t.get('Slot') or t['NodeID']}", task_id=t["ID"],
+                            node=node.get("Description", {}).get("Hostname") or t["NodeID"],
+                            container_id=t["Status"]["ContainerStatus"]["ContainerID"], local=t["NodeID"] == own)
+
+    def open_shell(self, task: TaskLocation, argv: list[str]) -> int:
+        """`docker exec -it` through the same engine (the docker CLI relays the terminal)."""
+        import os
+        import shutil
+        import subprocess
+        if not task.local:
+            raise UserError(f"task {task.task} runs on node {task.node}, and {self.docker_host} is another node: "
+                            f"point target.docker_host at {task.node}'s engine (e.g. ssh://{task.node}) to "
+                            "open a shell there")
+        docker_cli = shutil.which("docker")
+        if docker_cli is None:
+            raise UserError("the docker command line is not installed: install it (Debian: docker.io)")
+        env = {**os.environ, "DOCKER_HOST": self.docker_host}
+        tls_verify, cert_path = self._tls
+        if tls_verify:
+            env["DOCKER_TLS_VERIFY"] = "1"
+        if cert_path:
+            env["DOCKER_CERT_PATH"] = cert_path
+        return subprocess.call([docker_cli, "exec", "-it", task.container_id, *argv], env=env)
+
+    def logs(self, service: str, *, since: float | None, follow: bool) -> Iterator[LogLine]:
+        full = self._full(service)
+        sid = self._find_service_id(full)
+        if sid is None:
+            raise UserError(f"stack {self.stack} has no service {service} (engine {self.docker_host}): "
+                            "see `stackpatch status`")
+        names: dict[str, str] = {}
+        nodes: dict[str, str] = {}
+
+        def source(attrs: dict[str, str]) -> str:
+            tid, nid = attrs.get("com.docker.swarm.task.id", ""), attrs.get("com.docker.swarm.node.id", "")
+            if tid and tid not in names:
+                for t in self.engine.tasks(filters={"service": sid}):
+                    names[t["ID"]] = f"{full}.{t.get('Slot') or t['NodeID']}"
+            if nid and nid not in nodes:
+                for n in self.engine.nodes():
+                    nodes[n["ID"]] = n.get("Description", {}).get("Hostname") or n["ID"]
+            return f"{names.get(tid, tid[:12] or full)}@{nodes.get(nid, nid[:12] or '?')}"
+
+        stream = self.engine.service_logs(sid, details=True, stdout=True, stderr=True, follow=follow,
+                                          since=int(since or 0), timestamps=False)
+        try:
+            for raw in stream:
+                line = raw.decode(errors="replace").rstrip("\n")
+                head, _, text = line.partition(" ")
+                attrs = dict(kv.split("=", 1) for kv in head.split(",") if "=" in kv)
+                if not attrs:   # no details prefix: the whole line is the message
+                    attrs, text = {}, line
+                yield LogLine(source(attrs), text)
+        except Exception as e:  # noqa: BLE001 - a stream that breaks mid-way: the one error map
+            from stackpatch.targets.swarm.client import map_error
+            raise map_error(self.docker_host, e) from None
 
     # ---------------------------------------------------------------- the lock (a Swarm config)
 
