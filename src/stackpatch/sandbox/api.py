@@ -249,7 +249,7 @@ def up(dir: Path, name: str = "acme", registry_port: int | None = None, with_sta
         st = State(name=name, registry_port=registry_port or free_port(), front_port=free_port())
     st.dir = str(dir)
     try:
-        return _up(c, dir, st)
+        return _up(c, dir, st, with_staging)
     except UserError:
         if fresh:  # a first `up` refused half-way leaves nothing behind
             _remove_local(c, dir, st)
@@ -286,7 +286,7 @@ def _preflight(c, dir: Path, st: State | None, name: str) -> None:
                             "`stackpatch sandbox down` and `up` to pick another")
 
 
-def _up(c, dir: Path, st: State) -> SandboxInfo:
+def _up(c, dir: Path, st: State, with_staging: bool = False) -> SandboxInfo:
     report = Report()
     name = st.name
     app_dir, origin_dir = _paths(dir, name)
