@@ -24,6 +24,9 @@ EXPLAINED = {
     ("tests/test_ci_examples.py", "empty argv"):
         "validate() runs [*offline(), CHECK, …]: `unshare -n` (util-linux, priority required: in every Debian) "
         "when root may make a network namespace, then the venv's check-jsonschema",
+    ("src/stackpatch/hooks.py", "hooks_dir(root, settings) / name"):
+        "a hook is the user's own executable in .stackpatch/hooks/ (or [hooks] dir): it is their program, "
+        "not one stackpatch needs installed",
     ("tests/test_wheel.py", "[str(a) for a in argv]"):
         "run()'s callers pass sys.executable, or the python and stackpatch of the venv the test made",
 }
