@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SANDBOX_DIR ?= $(CURDIR)/.sandbox
 
-.PHONY: setup venv demo test test-fast bench clean-sandbox docs
+.PHONY: setup venv demo test test-fast bench clean-sandbox docs crash-matrix
 
 setup: venv
 	bash scripts/setup-system.sh
@@ -35,3 +35,7 @@ docs: venv
 
 clean-sandbox: venv
 	$(BIN)/stackpatch sandbox down --dir "$(SANDBOX_DIR)" --all
+
+# kill -9 at every journal boundary, then resume / abort: rewrites docs/crash-matrix.md from the outcomes
+crash-matrix: venv
+	SP_WRITE_CRASH_MATRIX=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_crash_matrix.py $(PYTEST_ARGS)

@@ -68,17 +68,18 @@ check = 1
 
 class Front:
     """The app's front as a real local HTTP server: /version answers the revision the memory target's
-    `web` service is labelled with, as the sandbox's front answers the revision its tasks run."""
+    `web` service is labelled with, as the sandbox's front answers the revision its tasks run.
+    `web_labels` reads them elsewhere (the file-backed target's state file)."""
 
-    def __init__(self, target: MemoryTarget):
+    def __init__(self, target: MemoryTarget | None, web_labels=None):
         self.target = target
         self.stale = False  # serve the old revision whatever runs (a CDN or proxy that never updates)
+        self.web_labels = web_labels or (lambda: self.target.services["web"].labels)
         front = self
 
         class H(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802
-                rev = OLD_REV if front.stale else front.target.services["web"].labels.get("stackpatch.revision",
-                                                                                          OLD_REV)
+                rev = OLD_REV if front.stale else front.web_labels().get("stackpatch.revision", OLD_REV)
                 body = json.dumps({"revision": rev}).encode()
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))

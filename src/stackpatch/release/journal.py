@@ -9,6 +9,8 @@ Record kinds (field `kind`):
   result      {step: id, ok: bool, detail}     written after it
   state       {state: <run state>, detail}      run-level transitions (rolling-back, rolled-back, deployed…)
   job         {step: id, job: name, exit_code}  a release-phase job ended (written before the job is removed)
+  resume      {owner, host, pid, after, done}   `resume` took the run over
+  abort       {owner, host, pid, after}         `abort` took it over: from then on it is only undone
 Never secrets: images, versions, names and timings only.
 """
 
@@ -134,6 +136,7 @@ class RunView:
     detail: str | None = None
     undone_steps: list[str] = field(default_factory=list)   # rolled back ok
     job_results: dict[str, int] = field(default_factory=dict)  # step id -> exit code of its ended job
+    aborting: bool = False                                  # `abort` started on it: only undoing is left
 
     @property
     def version(self) -> str | None:
@@ -194,9 +197,11 @@ def view(records: list[dict]) -> RunView | None:
                 v.detail = r["detail"]
             v.ended_at = r["ts"] if r["state"] in FINAL_STATES else None
         elif k == "resume":
-            if v.state != PURGING:
+            if v.state not in (PURGING, ROLLING_BACK, ROLLBACK_FAILED):
                 v.state = RUNNING
             v.ended_at = None
+        elif k == "abort":
+            v.aborting = True
         elif k == "job":
             v.job_results[r["step"]] = int(r.get("exit_code", 1))
     return v
