@@ -1,9 +1,13 @@
 """Run one stackpatch operation against the file-backed target and SIGKILL this process at a chosen point.
 
-    python -m tests.crash_driver --repo DIR --state FILE --op deploy|resume|abort|rollback
+    python -m tests.crash_driver --repo DIR [--state FILE] --op deploy|resume|abort|rollback
                                  [--release FILE] [--kill record:N | call:METHOD:K]
 
+--state FILE    the file-backed in-memory target; without it, the target of the repo's stackpatch.toml
+                (the real swarm of the sandbox)
+
 record:N        kill right after the N-th journal record THIS process writes is on disk (fsync'ed);
+intent:STEP     kill right after the intent of STEP (not an undo) is on disk;
 call:METHOD:K   kill right after the K-th call of the target's METHOD returned (create_lock: the lock is
                 taken, nothing journaled yet; start_job: the release job exists, nothing looked at it).
 
@@ -27,10 +31,28 @@ def die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+class Hooked:
+    """A real Target whose protocol calls report to `after(method, result)` once they returned."""
+
+    def __init__(self, target, after):
+        self._t, self._after = target, after
+
+    def __getattr__(self, name: str):
+        attr = getattr(self._t, name)
+        if not callable(attr) or self._after is None or name.startswith("_"):
+            return attr
+
+        def call(*a, **kw):
+            result = attr(*a, **kw)
+            self._after(name, result)
+            return result
+        return call
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repo", required=True)
-    ap.add_argument("--state", required=True)
+    ap.add_argument("--state")
     ap.add_argument("--op", required=True, choices=["deploy", "resume", "abort", "rollback"])
     ap.add_argument("--release")
     ap.add_argument("--kill", default="")
@@ -46,14 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     from tests.fakes.file_target import FileTarget
 
     kind, _, rest = a.kill.partition(":")
-    if kind == "record":
-        left = int(rest)
+    if kind in ("record", "intent"):
+        left = int(rest) if kind == "record" else 1
         append = J.Journal.append
 
         def counted(self, k, **data):
             nonlocal left
             rec = append(self, k, **data)
-            left -= 1
+            if kind == "record" or (k == "intent" and data.get("step") == rest and not data.get("undo")):
+                left -= 1
             if left == 0:
                 die()
             return rec
@@ -72,7 +95,11 @@ def main(argv: list[str] | None = None) -> int:
         after = None
 
     cfg = config.load(Path(a.repo))
-    target = FileTarget(Path(a.state), after=after)
+    if a.state:
+        target = FileTarget(Path(a.state), after=after)
+    else:
+        from stackpatch import targets
+        target = Hooked(targets.for_config(cfg), after)
     rep = Recorder()
     try:
         if a.op == "deploy":

@@ -41,16 +41,15 @@ from stackpatch.release import journal as J
 from stackpatch.reporter import Recorder
 
 from tests import crash_driver
+from tests.matrix_doc import sync_section
 from tests.fakes.cloudflare import FakeCloudflare
 from tests.fakes.file_target import FileTarget, load, save
 from tests.fakes.memory_target import MemoryTarget
 from tests.test_runner_memory import NEW_APP, NEW_FRONT, NEW_REV, OLD, OLD_REV, TOML, Front, release
 
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "crash-matrix.md"
 NEW = {"phpfiles": NEW_APP, "phpha": NEW_APP, "web": NEW_FRONT}
 TOKEN_ENV = "SP_CRASH_CF_TOKEN"
-BEGIN, END = "<!-- crash-matrix:memory:begin -->", "<!-- crash-matrix:memory:end -->"
 
 
 class FileFront(Front):
@@ -311,14 +310,4 @@ def test_crash_matrix(tmp_path, servers):
     total = sum(counts.values())
     body = (f"{total} kill points × 2 recoveries = {2 * total} outcomes, every one \"nothing lost\" "
             f"({', '.join(f'{n} {k}' for k, n in counts.items())}).\n" + "\n".join(rows) + "\n")
-    text = DOC.read_text() if DOC.exists() else ""
-    if os.environ.get("SP_WRITE_CRASH_MATRIX"):
-        if BEGIN in text:
-            text = text[:text.index(BEGIN) + len(BEGIN)] + "\n" + body + text[text.index(END):]
-        else:
-            text += f"\n{BEGIN}\n{body}{END}\n"
-        DOC.write_text(text)
-    else:
-        assert BEGIN in text, "docs/crash-matrix.md has no memory section: run `make crash-matrix`"
-        committed = text[text.index(BEGIN) + len(BEGIN):text.index(END)].strip()
-        assert committed == body.strip(), "docs/crash-matrix.md is not what the code does: run `make crash-matrix`"
+    sync_section("memory", body)
