@@ -36,6 +36,8 @@ docs: venv
 clean-sandbox: venv
 	$(BIN)/stackpatch sandbox down --dir "$(SANDBOX_DIR)" --all
 
-# kill -9 at every journal boundary, then resume / abort: rewrites docs/crash-matrix.md from the outcomes
-crash-matrix: venv
-	SP_WRITE_CRASH_MATRIX=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_crash_matrix.py $(PYTEST_ARGS)
+# kill -9 at every journal boundary (in-memory target) and at one point per step kind (sandbox), then
+# resume / abort: rewrites docs/crash-matrix.md from the outcomes
+crash-matrix: setup
+	SP_WRITE_CRASH_MATRIX=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_crash_matrix.py \
+		tests/test_crash_sandbox.py $(PYTEST_ARGS)

@@ -12,7 +12,6 @@ ways). The outcomes are written to docs/crash-matrix.md's sandbox section by `ma
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
