@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from deploy_helpers import cli
+from test_build import hotfix
 
 pytestmark = pytest.mark.docker
 
@@ -54,7 +55,7 @@ def test_doctor_passes_on_the_sandbox_and_warns_on_each_seeded_setting(sandbox, 
     assert data["warnings"] == [], data["warnings"]
     assert "update settings: nothing to warn about" in text
 
-    seeded = fork.app_dir / "deploy" / "stack-seeded.yml"
+    seeded = tmp_path / "stack-seeded.yml"  # outside the repo: plan refuses a dirty tree
     seeded.write_text(seed((fork.app_dir / "deploy" / "stack.yml").read_text(), free_port()))
     env = {"IMAGE_APP": sandbox.images["app"], "IMAGE_FRONT": sandbox.images["front"],
            "IMAGE_DB": sandbox.images["db"], "IMAGE_EDGE": sandbox.images["front"],
@@ -71,6 +72,13 @@ def test_doctor_passes_on_the_sandbox_and_warns_on_each_seeded_setting(sandbox, 
         assert ref in text, text
     warn_lines = [ln for ln in text.splitlines() if "update settings:" in ln]
     assert len(warn_lines) == 5
+    # plan shows the same warnings (ship renders the same plan)
+    hotfix(fork, "26.11.1w")
+    r = cli("plan", cwd=fork.app_dir)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert sorted(ln.split("update settings: ", 1)[1] for ln in r.stderr.splitlines() if "update settings: " in ln) \
+        == sorted(ln.split("update settings: ", 1)[1] for ln in warn_lines)
+    assert len(json.loads(cli("plan", "--json", cwd=fork.app_dir).stdout)["warnings"]) == 5
 
 
 def test_doctor_names_an_unreachable_engine_and_exits_1(fork, tmp_path):
