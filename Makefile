@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SANDBOX_DIR ?= $(CURDIR)/.sandbox
 
-.PHONY: setup venv demo test test-fast bench clean-sandbox docs report-png
+.PHONY: setup venv demo test test-fast bench clean-sandbox docs report-png crash-matrix
 
 # the system packages first (python3-venv among them: Debian's python3 cannot make a venv without it)
 setup:
@@ -43,3 +43,9 @@ report-png: setup
 
 clean-sandbox: venv
 	$(BIN)/stackpatch sandbox down --dir "$(SANDBOX_DIR)" --all
+
+# kill -9 at every journal boundary (in-memory target) and at one point per step kind (sandbox), then
+# resume / abort: rewrites docs/crash-matrix.md from the outcomes
+crash-matrix: setup
+	SP_WRITE_CRASH_MATRIX=1 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_crash_matrix.py \
+		tests/test_crash_sandbox.py $(PYTEST_ARGS)

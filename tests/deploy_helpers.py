@@ -189,11 +189,14 @@ class RequestLoop:
 
 
 class Relay:
-    """A TCP port relayed to the Docker socket; `cut()` closes it and every connection (the target
-    becomes unreachable), `restore()` listens again on the same port."""
+    """A TCP port relayed to the Docker socket (or to `upstream`, a TCP address); `cut()` closes it and
+    every connection (the target becomes unreachable), `restore()` listens again on the same port.
+    `sniff(data, from_client)` sees every chunk before it is relayed."""
 
-    def __init__(self, sock_path: str = "/var/run/docker.sock"):
+    def __init__(self, sock_path: str = "/var/run/docker.sock", upstream: tuple[str, int] | None = None):
         self.sock_path = sock_path
+        self.upstream = upstream
+        self.sniff = None
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
         self.port = s.getsockname()[1]
@@ -221,24 +224,25 @@ class Relay:
                 c, _ = srv.accept()
             except OSError:
                 return
-            u = socket.socket(socket.AF_UNIX)
+            u = socket.socket(socket.AF_INET if self.upstream else socket.AF_UNIX)
             try:
-                u.connect(self.sock_path)
+                u.connect(self.upstream or self.sock_path)
             except OSError:
                 c.close()
                 continue
             with self._lock:
                 self._conns += [c, u]
-            for a, b in ((c, u), (u, c)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, from_client in ((c, u, True), (u, c, False)):
+                threading.Thread(target=self._pipe, args=(a, b, from_client), daemon=True).start()
 
-    @staticmethod
-    def _pipe(a: socket.socket, b: socket.socket) -> None:
+    def _pipe(self, a: socket.socket, b: socket.socket, from_client: bool) -> None:
         try:
             while True:
                 data = a.recv(65536)
                 if not data:
                     break
+                if self.sniff is not None:
+                    self.sniff(data, from_client)
                 b.sendall(data)
         except OSError:
             pass
@@ -289,11 +293,19 @@ def _edit_bad_migration(app: Path) -> None:
     (app / "migrations" / "003_broken.sql").write_text("ALTER TABLE no_such_table ADD COLUMN x int;\n")
 
 
-EDITS = {"good": ("b", _edit_good), "crash": ("c", _edit_crash), "badmig": ("d", _edit_bad_migration)}
+def _edit_probe(app: Path) -> None:
+    """A migration that leaves a trace of every run in the database, even of a run whose transaction is
+    rolled back (a sequence is not transactional), and runs long enough to be killed in the middle."""
+    (app / "migrations" / "003_crash_probe.sql").write_text(
+        "SELECT nextval('public.crash_probe_runs');\nSELECT pg_sleep(4);\n")
+
+
+EDITS = {"good": ("b", _edit_good), "crash": ("c", _edit_crash), "badmig": ("d", _edit_bad_migration),
+         "probe": ("e", _edit_probe)}
 
 
 def release(info, kind: str) -> Release:
-    """A release of the sandbox app (built and pushed once per session): good, crash or badmig."""
+    """A release of the sandbox app (built and pushed once per session): good, crash, badmig or probe."""
     key = (info.name, kind)
     if key not in _RELEASES:
         import tempfile

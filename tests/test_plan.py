@@ -89,6 +89,38 @@ def test_tags_already_holding_this_revision_mark_the_build_half_done(world):
     assert [s.done for s in plan.steps if s.half == "build"] == [True, True, True]
 
 
+def test_an_image_pushed_with_one_tag_is_reused_and_its_missing_tag_copied(world):
+    """An interrupted push (one tag written, the other not): the plan reuses that digest, builds nothing
+    for it, and its push step copies the manifest to the missing tag."""
+    repo, cfg, deployed, head = world
+    state = target_state({"phpfiles": deployed, "phpha": deployed})
+    reg = {"app": {f"git-commit-{head[:7]}": RemoteTag(DIGEST, head), "26.11.1b": None}}
+    plan = make_plan(snap(repo, cfg, state, deployed, reg), cfg)
+    img = plan.images[0]
+    assert (img.already_pushed, img.partly_pushed, img.reused) == (None, DIGEST, DIGEST)
+    assert img.pushed_tags == (f"git-commit-{head[:7]}",) and img.missing_tags == ("26.11.1b",)
+    steps = {s.id: s for s in plan.steps}
+    assert steps["build:app"].done and "reuse" in steps["build:app"].intent and "not rebuilt" in steps["build:app"].intent
+    assert not steps["push:app"].done and steps["push:app"].detail["missing_tags"] == ["26.11.1b"]
+    assert "manifest copied by digest" in steps["push:app"].intent
+    assert not steps["workdir"].done  # verify still needs the clean build dir
+    # the deploy steps already name the digest that will run
+    assert steps["update:phpfiles"].detail["image"].endswith("@" + DIGEST)
+
+
+def test_the_plan_carries_the_update_settings_lint(world):
+    import dataclasses
+    from stackpatch.targets.base import UpdateSettings
+    repo, cfg, deployed, head = world
+    state = target_state({"phpfiles": deployed, "phpha": deployed})
+    bad = UpdateSettings(failure_action="rollback", healthcheck="service", health_interval=2, health_retries=2)
+    state = dataclasses.replace(state, services={
+        n: dataclasses.replace(s, update=bad if n == "phpha" else None) for n, s in state.services.items()})
+    plan = make_plan(snap(repo, cfg, state, deployed), cfg)
+    assert len(plan.warnings) == 1 and plan.warnings[0].startswith("phpha: update_config.failure_action is rollback")
+    assert plan.to_json()["warnings"] == list(plan.warnings)
+
+
 def test_two_tags_at_different_digests_are_refused(world):
     repo, cfg, deployed, head = world
     state = target_state({"phpfiles": deployed, "phpha": deployed})

@@ -68,17 +68,18 @@ check = 1
 
 class Front:
     """The app's front as a real local HTTP server: /version answers the revision the memory target's
-    `web` service is labelled with, as the sandbox's front answers the revision its tasks run."""
+    `web` service is labelled with, as the sandbox's front answers the revision its tasks run.
+    `web_labels` reads them elsewhere (the file-backed target's state file)."""
 
-    def __init__(self, target: MemoryTarget):
+    def __init__(self, target: MemoryTarget | None, web_labels=None):
         self.target = target
         self.stale = False  # serve the old revision whatever runs (a CDN or proxy that never updates)
+        self.web_labels = web_labels or (lambda: self.target.services["web"].labels)
         front = self
 
         class H(BaseHTTPRequestHandler):
             def do_GET(self):  # noqa: N802
-                rev = OLD_REV if front.stale else front.target.services["web"].labels.get("stackpatch.revision",
-                                                                                          OLD_REV)
+                rev = OLD_REV if front.stale else front.web_labels().get("stackpatch.revision", OLD_REV)
                 body = json.dumps({"revision": rev}).encode()
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
@@ -431,3 +432,42 @@ def test_a_failed_rollback_says_what_runs_where(world):
     assert ("the rollback did not complete (phpfiles still on the new image, phpha still on the new image, "
             "web back on the previous image)") in msg, msg
     assert "stackpatch abort" in msg
+
+
+def test_a_run_killed_during_its_rollback_is_undone_to_the_end_by_resume(world):
+    cfg, target, _ = world
+    target.behaviour[NEW_FRONT] = "crash"
+    with pytest.raises(Killed):  # killed once web is back, before phpha is
+        D.deploy(cfg, release(), yes=True, pause=False, reporter=KillAt("web: back on"), target=target)
+    assert states(cfg)[-1] == J.ROLLING_BACK and target.images()["phpha"] == NEW_APP
+    holder_exits(target)
+    res = D.resume(cfg, reporter=Recorder(), target=target)  # never rolls forward what was being undone
+    assert res.state == J.ROLLED_BACK and states(cfg)[-1] == J.ROLLED_BACK
+    assert target.images() == OLD and target.lock is None
+
+
+def test_abort_lets_a_running_migration_end_and_journals_it(world):
+    cfg, target, _ = world
+    target.job_polls = 4
+    with pytest.raises(Killed):  # killed while migrate:alpha runs
+        D.deploy(cfg, release(), yes=True, pause=False, reporter=KillAt("migrating alpha"), target=target)
+    name = job_name(records(cfg)[0]["run_id"], "migrate:alpha")
+    assert not target.jobs[name].removed
+    holder_exits(target)
+    res = D.abort(cfg, reporter=Recorder(), target=target)
+    assert res.state == J.ABORTED and target.images() == OLD and target.lock is None
+    assert target.job_starts == [name] and target.jobs[name].removed  # waited for, then removed; never rerun
+    assert [(r["step"], r["exit_code"]) for r in records(cfg) if r["kind"] == "job"] == [("migrate:alpha", 0)]
+
+
+def test_a_lock_left_after_the_final_record_is_released_by_resume(world):
+    cfg, target, _ = world
+    res = deploy(cfg, target)
+    target.lock = D._lock_info(cfg, res.run_id, "26.11.1b")  # killed between `deployed` and the release
+    holder_exits(target)
+    with pytest.raises(Exception, match=r"ended \(deployed\) but stopped before it released the lock: "
+                                        r"`stackpatch abort` releases the lock"):
+        deploy(cfg, target)
+    out = D.resume(cfg, reporter=Recorder(), target=target)
+    assert target.lock is None and "released its lock" in (out.detail or "")
+    assert states(cfg)[-1] == J.DEPLOYED  # the journal is untouched

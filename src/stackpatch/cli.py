@@ -75,6 +75,7 @@ def main() -> None:
       stackpatch ship --yes       build, verify, push, canary, migrations, the rest, CDN purge;
                                   any failure rolls back to the exact previous images
       stackpatch status|history   what runs now; every run recorded
+      stackpatch doctor           engine, swarm, registry login, clock; the stack's update settings
       stackpatch finish           merge into master and develop, tag, one atomic push
 
     \b

@@ -90,6 +90,12 @@ class MemoryTarget:
     def is_unreachable(self, e: BaseException) -> bool:
         return isinstance(e, EngineUnreachable)
 
+    def engine_facts(self):
+        import time
+        from stackpatch.targets.base import EngineFacts
+        self._call("engine_facts")
+        return EngineFacts("memory", True, "in-memory stack", time.time())
+
     def _tick(self) -> str:
         self._clock += 1
         return f"2026-01-01T00:{self._clock // 60:02d}:{self._clock % 60:02d}"
@@ -183,6 +189,10 @@ class MemoryTarget:
         self.job_starts.append(name)
         return name
 
+    def find_job(self, name: str) -> str | None:
+        self._call("find_job")
+        return name if name in self.jobs and not self.jobs[name].removed else None
+
     def job_status(self, job_id: str) -> JobStatus:
         self._call("job_status")
         j = self.jobs[job_id]
@@ -258,3 +268,28 @@ class MemoryTarget:
 
     def images(self) -> dict[str, str]:
         return {n: s.image for n, s in self.services.items()}
+
+    # ------------------------------------------------------------ as plain data (the file-backed variant)
+
+    def to_json(self) -> dict:
+        from dataclasses import asdict
+        return {"stack": self.stack, "services": {n: asdict(s) for n, s in self.services.items()},
+                "behaviour": self.behaviour, "job_exit": self.job_exit, "job_polls": self.job_polls,
+                "exec_results": {k: list(v) for k, v in self.exec_results.items()},
+                "jobs": {n: asdict(j) for n, j in self.jobs.items()}, "job_starts": self.job_starts,
+                "updates": [list(u) for u in self.updates], "lock": asdict(self.lock) if self.lock else None,
+                "renewals": self.renewals, "reachable": self.reachable,
+                "unreachable_after": self.unreachable_after, "clock": self._clock}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "MemoryTarget":
+        t = cls(d["stack"], {})
+        t.services = {n: _Service(**s) for n, s in d["services"].items()}
+        t.behaviour, t.job_exit, t.job_polls = dict(d["behaviour"]), dict(d["job_exit"]), d["job_polls"]
+        t.exec_results = {k: (v[0], v[1]) for k, v in d["exec_results"].items()}
+        t.jobs = {n: Job(**j) for n, j in d["jobs"].items()}
+        t.job_starts, t.updates = list(d["job_starts"]), [tuple(u) for u in d["updates"]]
+        t.lock = LockInfo(**d["lock"]) if d["lock"] else None
+        t.renewals, t.reachable = d["renewals"], d["reachable"]
+        t.unreachable_after, t._clock = dict(d["unreachable_after"]), d["clock"]
+        return t

@@ -16,6 +16,7 @@ MODULES = (
     "report_cmd",
     "hooks_cmd",
     "shell_cmd",
+    "doctor_cmd",
 )
 
 

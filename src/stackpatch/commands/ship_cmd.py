@@ -44,6 +44,13 @@ def _render_plan(plan, stack: str, name: str | None = None) -> None:
     for n, s in enumerate(plan.steps, 1):
         mark = "done" if s.done else s.half
         ui.out.print(f"  {n:2}. [{mark}] {s.intent}", markup=False)
+    _warn_settings(plan)
+
+
+def _warn_settings(plan) -> None:
+    """The lint of the stack's update settings: warnings, never a refusal (`stackpatch doctor` too)."""
+    for w in plan.warnings:
+        ui.warn(f"update settings: {w}")
 
 
 @click.command("plan")
@@ -114,6 +121,8 @@ def ship_cmd(until: str | None, pause: bool, yes: bool, as_json: bool, ref: str 
     snap, plan = plan_for(cfg, ref, allow_mixed)
     if not as_json:
         _render_plan(plan, cfg.target.stack, cfg.target_name if cfg.targets else None)
+    else:
+        _warn_settings(plan)  # stderr: stdout stays the JSON
     if not yes:
         if not ui.is_tty():
             raise UserError("ship changes the registry and needs confirmation: stdin is not a terminal, so pass --yes")

@@ -146,3 +146,38 @@ def _until(stream: Iterable[dict], deadline: float, tag: str) -> Iterable[dict]:
         if time.monotonic() > deadline:
             raise FaultError(f"the push of {tag} exceeded timeouts.push: check the registry, then ship again")
         yield rec
+
+
+def pull_by_digest(client: docker.DockerClient, creds: Credentials | None, repository: str, digest: str,
+                   tags: tuple[str, ...]) -> str:
+    """Pull `repository@digest` (an image an earlier, interrupted ship pushed) and tag it locally with
+    `tags`, so that verify runs exactly what the registry holds. Returns the local image id."""
+    ref = f"{repository}@{digest}"
+    try:
+        for rec in client.api.pull(ref, stream=True, decode=True,
+                                   auth_config=creds.auth_config() if creds else None):
+            if "errorDetail" in rec or "error" in rec:
+                msg = " ".join(str((rec.get("errorDetail") or {}).get("message") or rec.get("error")).split())
+                raise FaultError(f"could not pull {ref[:120]} to verify it: {msg[:200]}")
+        image_id = client.api.inspect_image(ref)["Id"]
+        for t in tags:
+            client.api.tag(image_id, repository, t)
+    except docker.errors.DockerException as e:
+        raise FaultError(f"could not pull {ref[:120]} to verify it: {' '.join(str(e).split())[:200]}") from None
+    return image_id
+
+
+def complete_tags(reg: Registry, name: str, repository: str, tags: tuple[str, ...], missing: tuple[str, ...],
+                  digest: str, reporter: Reporter) -> PushedImage:
+    """An image pushed with some of its tags (an interrupted push): put the missing tags on the same
+    manifest through the registry API, then check that every tag holds `digest`."""
+    _, rname = split_repository(repository)
+    for t in missing:
+        reg.copy_tag(rname, digest, t)
+        reporter.ok(f"tagged {repository}:{t} {digest} through the registry API (no layer pushed)")
+    for t in tags:
+        got = reg.head_digest(rname, t)
+        if got != digest:
+            raise FaultError(f"registry {reg.host} reports {rname}:{t} at {got or 'nothing'}, expected {digest}: "
+                             "re-run `stackpatch ship`")
+    return PushedImage(name=name, repository=repository, tags=tuple(tags), digest=digest, bytes_pushed=0)

@@ -104,6 +104,7 @@ class Manifest:
     digest: str
     media_type: str
     body: dict
+    raw: bytes = b""          # the exact bytes (the digest is theirs): what a copy puts back
 
 
 class Registry:
@@ -123,14 +124,14 @@ class Registry:
         raw = f"{self.creds.username}:{self.creds.password}".encode()
         return "Basic " + base64.b64encode(raw).decode()
 
-    def _open(self, method: str, path: str, headers: dict[str, str], scope: str | None):
+    def _open(self, method: str, path: str, headers: dict[str, str], scope: str | None, data: bytes | None = None):
         url = self.base + path
         auth = self._tokens.get(scope or "") or self._basic()
         for attempt in range(2):
             h = dict(headers)
             if auth:
                 h["Authorization"] = auth
-            req = urllib.request.Request(url, method=method, headers=h)
+            req = urllib.request.Request(url, method=method, headers=h, data=data)
             try:
                 return urllib.request.urlopen(req, timeout=self.timeout)
             except urllib.error.HTTPError as e:
@@ -206,7 +207,26 @@ class Registry:
         if not digest and raw:
             import hashlib
             digest = "sha256:" + hashlib.sha256(raw).hexdigest()
-        return Manifest(digest, mtype or body.get("mediaType", ""), body)
+        return Manifest(digest, mtype or body.get("mediaType", ""), body, raw)
+
+    def copy_tag(self, name: str, digest: str, tag: str) -> None:
+        """Point `tag` at the manifest `digest` of the same repository (a tag an interrupted push did not
+        write): the manifest's exact bytes are read by digest and put back under the tag, then the tag is
+        checked to hold that digest. No layer moves."""
+        import hashlib
+        m = self.manifest(name, digest)
+        if m is None:
+            raise FaultError(f"registry {self.host} has no manifest {digest[:19]} in {name} any more: ship again")
+        if "sha256:" + hashlib.sha256(m.raw).hexdigest() != digest:
+            raise FaultError(f"registry {self.host} returned a manifest for {name}@{digest[:19]} whose bytes have "
+                             "another digest: check the registry")
+        try:
+            with self._open("PUT", f"/v2/{name}/manifests/{tag}", {"Content-Type": m.media_type},
+                            f"repository:{name}:pull,push", data=m.raw):
+                pass
+        except urllib.error.HTTPError as e:
+            raise self._refused(e.code, f"tagging {name}:{tag}") from None
+        require_digest_match(self, name, tag, digest)
 
     def tags(self, name: str) -> list[str]:
         """Tags of repository `name` ([] when the repository does not exist)."""

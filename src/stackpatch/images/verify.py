@@ -180,10 +180,63 @@ def teardown(client: docker.DockerClient, stack: str, docker_host: str | None, t
             pass
 
 
+def records_dir() -> Path:
+    """Where each verify stack is recorded (name, host, pid) before it is deployed: the proof that a
+    stack left by a killed ship is ours to remove."""
+    from stackpatch.images.workdir import cache_root
+    return cache_root() / "verify-stacks"
+
+
+def _record(stack: str, docker_host: str | None) -> Path:
+    import json
+    import os
+    d = records_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    p = d / f"{stack}.json"
+    p.write_text(json.dumps({"stack": stack, "host": socket.gethostname(), "pid": os.getpid(),
+                             "docker_host": docker_host}))
+    return p
+
+
+def _dead(rec: dict) -> bool:
+    import os
+    if rec.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(rec.get("pid", 0)), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError):
+        return False
+    return False
+
+
+def remove_stale(client: docker.DockerClient, docker_host: str | None, reporter: Reporter) -> list[str]:
+    """Remove the verify stacks that a ship on this machine recorded and never tore down (it was killed):
+    only those recorded, on the same engine, whose process is gone. Returns their names."""
+    import json
+    removed = []
+    d = records_dir()
+    for p in sorted(d.glob("spverify-*.json")) if d.is_dir() else []:
+        try:
+            rec = json.loads(p.read_text())
+        except (OSError, ValueError):
+            continue
+        if rec.get("docker_host") != docker_host or not _dead(rec) or not re.fullmatch(r"spverify-[0-9a-f]{8}",
+                                                                                    str(rec.get("stack"))):
+            continue
+        reporter.info(f"verify: removing {rec['stack']}, left by a ship that was killed (pid {rec['pid']})")
+        teardown(client, rec["stack"], docker_host)
+        p.unlink(missing_ok=True)
+        removed.append(rec["stack"])
+    return removed
+
+
 def verify(client: docker.DockerClient, cfg: Config, workdir: Path, built: dict[str, BuiltImage],
            version: str, revision: str, check_timeout: float, reporter: Reporter) -> VerifyResult:
     v = cfg.verify
     assert v.stack_file
+    remove_stale(client, v.docker_host, reporter)
     stack_file = workdir / v.stack_file
     if not stack_file.is_file():
         raise VerifyError(f"verify.stack_file {v.stack_file!r} does not exist at {revision[:7]}: commit it or fix "
@@ -194,6 +247,7 @@ def verify(client: docker.DockerClient, cfg: Config, workdir: Path, built: dict[
                   STACKPATCH_REVISION=revision, **{env_name(n): b.local_ref for n, b in built.items()})
     t0 = time.monotonic()
     reporter.step(f"verify: deploying throwaway stack {stack} from {v.stack_file}")
+    record = _record(stack, v.docker_host)
     try:
         res = subprocess.run([docker_cli(), "stack", "deploy", "--resolve-image", "never", "--prune",
                               "-c", str(stack_file), stack], capture_output=True, text=True, env=env,
@@ -228,3 +282,4 @@ def verify(client: docker.DockerClient, cfg: Config, workdir: Path, built: dict[
         return VerifyResult(stack, time.monotonic() - t0, tuple(c.name for c in v.checks))
     finally:
         teardown(client, stack, v.docker_host)
+        record.unlink(missing_ok=True)

@@ -14,7 +14,6 @@ from stackpatch.images import registry as registry_mod
 from stackpatch.images import workdir as workdir_mod
 from stackpatch.images.registry import Registry, split_repository
 from stackpatch.config import Config
-from stackpatch.errors import UserError
 from stackpatch.preflight import PreflightError, gather, version_of
 from stackpatch.release.model import PushedImage, Release, commit_tag
 from stackpatch.release.plan import Plan, RemoteTag, Snapshot, make_plan
@@ -76,11 +75,13 @@ def run_build_half(cfg: Config, plan: Plan, snap: Snapshot, reporter: Reporter) 
         rel = Release(version, sha, {i.name: PushedImage(i.name, i.repository, i.tags, i.already_pushed or "", 0)
                                      for i in plan.images})
         return BuildHalfResult(rel, None)
-    if any(i.already_pushed for i in plan.images):
-        # partly pushed (an interrupted ship): rebuilding would give a new digest; say what to do
-        done = ", ".join(i.name for i in plan.images if i.already_pushed)
-        raise UserError(f"images {done} of {version} are already pushed but others are not: an earlier ship "
-                        "stopped halfway; start the next hotfix version to rebuild them all")
+    # an interrupted ship pushed some images, or some tags of one: those are reused by digest (a rebuild
+    # would give another digest under a tag that is never reused), the rest is built and pushed
+    reused = [i for i in plan.images if i.reused]
+    to_build = [i for i in plan.images if not i.reused]
+    for i in reused:
+        reporter.ok(f"{i.name}: {i.repository}@{i.reused[:19]} is already in the registry as "
+                    f":{', :'.join(i.pushed_tags)} (pushed by an interrupted ship): reused, not rebuilt")
 
     from stackpatch.images import image as image_mod
     from stackpatch.images import push as push_mod
@@ -104,7 +105,7 @@ def run_build_half(cfg: Config, plan: Plan, snap: Snapshot, reporter: Reporter) 
     built: dict[str, image_mod.BuiltImage] = {}
     deadline = time.monotonic() + cfg.timeouts.build
     try:
-        for i in plan.images:
+        for i in to_build:
             ic = cfg.images[i.name]
             spec = image_mod.BuildSpec(
                 name=i.name, repository=i.repository, tags=i.tags, dockerfile=ic.dockerfile, context=ic.context,
@@ -121,7 +122,15 @@ def run_build_half(cfg: Config, plan: Plan, snap: Snapshot, reporter: Reporter) 
     finally:
         log.close()
 
-    if cfg.verify.enabled and cfg.verify.stack_file:
+    verifying = cfg.verify.enabled and cfg.verify.stack_file
+    if verifying:  # verify runs the release as a whole: the reused images too, pulled by digest
+        for i in reused:
+            reporter.step(f"pull {i.repository}@{i.reused[:19]} to verify it with the rest")
+            t0 = time.monotonic()
+            image_id = push_mod.pull_by_digest(client, creds, i.repository, i.reused, i.tags)
+            built[i.name] = image_mod.BuiltImage(i.name, i.repository, i.tags, image_id, time.monotonic() - t0, False)
+            timings[f"pull:{i.name}"] = time.monotonic() - t0
+    if verifying:
         t0 = time.monotonic()
         vclient = local_client(cfg.verify.docker_host) if cfg.verify.docker_host else client
         res = verify_mod.verify(vclient, cfg, wd.path, built, version, sha, cfg.timeouts.check, reporter)
@@ -134,6 +143,11 @@ def run_build_half(cfg: Config, plan: Plan, snap: Snapshot, reporter: Reporter) 
     deadline = time.monotonic() + cfg.timeouts.push
     t0 = time.monotonic()
     for i in plan.images:
+        if i.reused:
+            reporter.step(f"tags of {i.repository}@{i.reused[:19]}")
+            pushed[i.name] = push_mod.complete_tags(reg, i.name, i.repository, i.tags, i.missing_tags, i.reused,
+                                                    reporter)
+            continue
         reporter.step(f"push {i.repository}:{', '.join(i.tags)}")
         pushed[i.name] = push_mod.push_image(client, reg, creds, i.name, i.repository, i.tags,
                                              built[i.name].image_id, deadline, reporter)

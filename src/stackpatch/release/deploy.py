@@ -20,7 +20,8 @@ from stackpatch.release import journal as J
 from stackpatch.release import lock as lock_mod
 from stackpatch.release.deploy_plan import plan_deploy, plan_rollback
 from stackpatch.release.model import Release
-from stackpatch.release.runner import Context, RunResult, SignalGuard, rollback as run_rollback, run_purge, run_steps
+from stackpatch.release.runner import (Context, RunResult, SignalGuard, rollback as run_rollback, run_purge, run_steps,
+                                      settle_jobs)
 from stackpatch.reporter import Reporter
 from stackpatch.targets.base import LockInfo, Target, TargetState, deployed_release
 
@@ -63,7 +64,7 @@ def _lock_then_check_unfinished(cfg, target: Target, info: LockInfo) -> None:
         orphan = _orphan_lock(cfg, target)
         if orphan is not None:
             raise lock_mod.LockHeld(f"stack {target.stack} is locked by run {orphan.run_id} of {orphan.owner}, which "
-                                    f"stopped before it changed anything: `stackpatch abort` releases the lock") \
+                                    f"{_orphan_words(cfg, orphan)}: `stackpatch abort` releases the lock") \
                 from None
         v = history.unfinished(repo_root(cfg), target.stack)
         holder = target.read_lock()
@@ -243,14 +244,29 @@ class OrphanLockReleased(Exception):
 
 
 def _orphan_lock(cfg, target: Target) -> LockInfo | None:
-    """The lock of a run that never started: no journal of its run id here, and its process is dead (on
-    this host) or its lock expired. Such a run changed nothing; its lock can go."""
+    """The lock of a run with nothing left to do: no journal of its run id here (it died between taking
+    the lock and its first record: it changed nothing), or a journal that reached a final state (it died
+    between its last record and handing the lock back); and its process is dead (on this host) or its
+    lock expired. Such a lock can go."""
     holder = target.read_lock()
-    if holder is None or (J.runs_dir(repo_root(cfg)) / f"{holder.run_id}.jsonl").exists():
+    if holder is None:
         return None
+    path = J.runs_dir(repo_root(cfg)) / f"{holder.run_id}.jsonl"
+    if path.exists():
+        v = J.view(J.read_records(path))
+        if v is None or not v.finished:
+            return None
     if holder.expired(time.time()) or not _alive(holder):
         return holder
     return None
+
+
+def _orphan_words(cfg, holder: LockInfo) -> str:
+    path = J.runs_dir(repo_root(cfg)) / f"{holder.run_id}.jsonl"
+    v = J.view(J.read_records(path)) if path.exists() else None
+    if v is not None:
+        return f"ended ({v.state}) but stopped before it released the lock"
+    return "took the lock and stopped before it changed anything"
 
 
 def _take_over(cfg, target: Target, v: J.RunView) -> None:
@@ -282,27 +298,28 @@ def _reopen_unfinished(cfg, verb: str, none_left: str, check=None, target: Targe
 
 
 def _orphan_result(cfg, holder: LockInfo, op: str, reporter: Reporter) -> RunResult:
-    msg = (f"run {holder.run_id} ({holder.owner}, pid {holder.pid} on {holder.host}) took the lock and stopped "
-           "before it changed anything: released its lock; nothing else to do")
+    msg = (f"run {holder.run_id} ({holder.owner}, pid {holder.pid} on {holder.host}) {_orphan_words(cfg, holder)}: "
+           "released its lock; nothing else to do")
     reporter.ok(msg)
     return RunResult(holder.run_id, op, J.ABORTED, holder.version, None, J.runs_dir(repo_root(cfg)), detail=msg)
 
 
 def resume(cfg, *, reporter: Reporter, yes: bool = True, target: Target | None = None) -> RunResult:
-    """Continue the interrupted run from its last completed step, deciding from the LIVE state."""
-
-    def resumable(v: J.RunView) -> None:
-        if v.state in (J.ROLLING_BACK, J.ROLLBACK_FAILED):
-            raise UserError(f"run {v.run_id} stopped while rolling back: `stackpatch abort` finishes restoring "
-                            "the previous images")
-
+    """Continue the interrupted run from its last completed step, deciding from the LIVE state. A run
+    stopped while it was being undone (its rollback or an `abort` interrupted) is undone to the end."""
     try:
         v, target, jr = _reopen_unfinished(cfg, "resume", "nothing to resume (see `stackpatch history`)",
-                                           check=resumable, target=target)
+                                           target=target)
     except OrphanLockReleased as o:
         return _orphan_result(cfg, o.holder, "resume", reporter)
     owner, host, pid = J.owner_host_pid()
     jr.append("resume", owner=owner, host=host, pid=pid, after=v.last_step, done=v.done_steps)
+    if v.aborting or v.state in (J.ROLLING_BACK, J.ROLLBACK_FAILED):
+        what = "an abort" if v.aborting else "a rollback"
+        reporter.info(f"run {v.run_id} stopped during {what}: finishing it (restoring the images recorded "
+                      "before the run)")
+        return _restore(cfg, v, target, jr, reporter, final=J.ABORTED if v.aborting else J.ROLLED_BACK,
+                        reason=v.detail if v.state == J.ROLLING_BACK and v.detail else f"resume of {what}")
     reporter.info(f"resuming run {v.run_id} ({v.from_version or '?'} → {v.version}) after "
                   f"{v.last_step or 'the start'}")
     from_revision = v.start.get("from_revision")
@@ -322,21 +339,32 @@ def abort(cfg, *, reporter: Reporter, target: Target | None = None) -> RunResult
     owner, host, pid = J.owner_host_pid()
     jr.append("abort", owner=owner, host=host, pid=pid, after=v.last_step)
     reporter.info(f"aborting run {v.run_id}: restoring the images recorded before it")
+    return _restore(cfg, v, target, jr, reporter, final=J.ABORTED, reason="stackpatch abort")
+
+
+def _restore(cfg, v: J.RunView, target: Target, jr: J.Journal, reporter: Reporter, *, final: str,
+             reason: str) -> RunResult:
+    """Undo an unfinished run: its release jobs end first (never cut mid-migration, never left behind),
+    then every update step goes back to its recorded previous image (a no-op where it already is)."""
     steps = v.plan
     touched = [s["id"] for s in steps if s["kind"] == "update"]
     from_revision = v.start.get("from_revision")
     res = RunResult(v.run_id, v.op, J.RUNNING, v.version, v.from_version, jr.path)
 
     def go(guard: SignalGuard) -> RunResult:
-        ctx = _context(cfg, target, jr, v.run_id, reporter, guard, True, from_revision)
+        ctx = _context(cfg, target, jr, v.run_id, reporter, guard, True, from_revision, v.job_results)
+        settle_jobs(ctx, steps, v.started_steps)
         t0 = time.monotonic()
-        state = run_rollback(ctx, steps, touched, from_revision, reason="stackpatch abort")
+        state = run_rollback(ctx, steps, touched, from_revision, reason=reason)
         res.timings["rollback"] = time.monotonic() - t0
         if state != J.ROLLED_BACK:
-            raise FaultError(f"abort of run {v.run_id} did not complete (see {jr.path}): fix the target and "
-                             "run `stackpatch abort` again; the lock stays held")
-        jr.append("state", state=J.ABORTED)
-        res.state = J.ABORTED
+            verb = "abort" if final == J.ABORTED else "rollback"
+            raise FaultError(f"the {verb} of run {v.run_id} did not complete (see {jr.path}): fix the target and "
+                             f"run `stackpatch {'abort' if final == J.ABORTED else 'resume'}` again; the lock "
+                             "stays held")
+        if final == J.ABORTED:
+            jr.append("state", state=J.ABORTED)
+        res.state = final
         lock_mod.release(target, v.run_id)
         return res
     return _ending(cfg, jr, reporter, go)

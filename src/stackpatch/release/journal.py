@@ -12,6 +12,8 @@ Record kinds (field `kind`):
   job         {step: id, job: name, exit_code}  a release-phase job ended (written before the job is removed)
   hook        {hook, ok, exit_code, timed_out, seconds, detail}  a post-* hook after the run ended
   notify      {event, name, ok, attempts, detail}                a notification after the run ended
+  resume      {owner, host, pid, after, done}   `resume` took the run over
+  abort       {owner, host, pid, after}         `abort` took it over: from then on it is only undone
 Never secrets: images, versions, names and timings only.
 """
 
@@ -43,8 +45,11 @@ FINAL_STATES = {DEPLOYED, PURGE_FAILED, ROLLED_BACK, ABORTED, FAILED}
 
 
 def new_run_id(now: float | None = None) -> str:
-    t = time.gmtime(now or time.time())
-    return time.strftime("%Y%m%dT%H%M%SZ", t) + "-" + secrets.token_hex(3)
+    """UTC time to the millisecond, then 6 random hex digits: ids sort in start order (two runs in one
+    second included), and two machines starting in the same millisecond still differ."""
+    now = now or time.time()
+    return (time.strftime("%Y%m%dT%H%M%S", time.gmtime(now)) + f"{int(now * 1000) % 1000:03d}Z-"
+            + secrets.token_hex(3))
 
 
 def runs_dir(repo_root: Path) -> Path:
@@ -137,6 +142,7 @@ class RunView:
     detail: str | None = None
     undone_steps: list[str] = field(default_factory=list)   # rolled back ok
     job_results: dict[str, int] = field(default_factory=dict)  # step id -> exit code of its ended job
+    aborting: bool = False                                  # `abort` started on it: only undoing is left
 
     @property
     def version(self) -> str | None:
@@ -198,9 +204,11 @@ def view(records: list[dict]) -> RunView | None:
                 v.detail = r["detail"]
             v.ended_at = r["ts"] if r["state"] in FINAL_STATES else None
         elif k == "resume":
-            if v.state != PURGING:
+            if v.state not in (PURGING, ROLLING_BACK, ROLLBACK_FAILED):
                 v.state = RUNNING
             v.ended_at = None
+        elif k == "abort":
+            v.aborting = True
         elif k == "job":
             v.job_results[r["step"]] = int(r.get("exit_code", 1))
     return v

@@ -54,6 +54,17 @@ class ImagePlan:
     context: str
     cache_from: str | None   # the deployed image of a service running it
     already_pushed: str | None = None   # digest when every tag already holds this revision
+    partly_pushed: str | None = None    # digest when some tags hold this revision (an interrupted push)
+    pushed_tags: tuple[str, ...] = ()   # the tags that already hold it
+
+    @property
+    def reused(self) -> str | None:
+        """The digest in the registry that is reused instead of building (every tag or some)."""
+        return self.already_pushed or self.partly_pushed
+
+    @property
+    def missing_tags(self) -> tuple[str, ...]:
+        return tuple(t for t in self.tags if t not in self.pushed_tags)
 
 
 @dataclass(frozen=True)
@@ -62,6 +73,7 @@ class Plan:
     images: tuple[ImagePlan, ...]
     steps: tuple[Step, ...]
     engine: str = ""
+    warnings: tuple[str, ...] = ()   # the lint of the stack's update settings (stackpatch.lint)
 
     @property
     def version(self) -> str:
@@ -78,7 +90,7 @@ class Plan:
                              "revision": self.preflight.deployed_revision},
                 "preflight": self.preflight.to_json(),
                 "images": [asdict(i) for i in self.images],
-                "steps": [asdict(s) for s in self.steps]}
+                "steps": [asdict(s) for s in self.steps], "warnings": list(self.warnings)}
 
 
 def _refuse(msg: str):
@@ -114,7 +126,9 @@ def make_plan(snap: Snapshot, cfg: Config) -> Plan:
             _refuse(f"tags {', '.join(tags)} of {repo} point to different digests for the same revision: "
                     "fix the registry by hand (delete the stray tag) and retry")
         done = next(iter(digests)) if len(present) == len(tags) else None
-        images.append(ImagePlan(name, repo, tags, img.dockerfile, img.context, cache_from, done))
+        partly = next(iter(digests)) if present and done is None else None
+        images.append(ImagePlan(name, repo, tags, img.dockerfile, img.context, cache_from, done, partly,
+                                tuple(t for t in tags if held[t] is not None)))
 
     all_pushed = all(i.already_pushed for i in images)
     steps: list[Step] = [
@@ -124,9 +138,11 @@ def make_plan(snap: Snapshot, cfg: Config) -> Plan:
     ]
     for i in images:
         steps.append(Step(f"build:{i.name}", "build",
-                          f"build {i.repository}:{i.tags[0]} and :{i.tags[1]} from {i.dockerfile} "
+                          (f"reuse {i.repository}@{i.partly_pushed[:19]}, pushed as :{', :'.join(i.pushed_tags)} by an "
+                           "interrupted ship (not rebuilt; pulled by digest if verify needs it)") if i.partly_pushed
+                          else f"build {i.repository}:{i.tags[0]} and :{i.tags[1]} from {i.dockerfile} "
                           f"(cache from {i.cache_from or 'nothing deployed'})",
-                          done=bool(i.already_pushed),
+                          done=bool(i.reused),
                           detail={"image": i.name, "repository": i.repository, "tags": list(i.tags),
                                   "dockerfile": i.dockerfile, "context": i.context, "cache_from": i.cache_from,
                                   "build_args": {"REVISION": sha, "VERSION": version,
@@ -140,15 +156,20 @@ def make_plan(snap: Snapshot, cfg: Config) -> Plan:
                           detail={"stack_file": cfg.verify.stack_file,
                                   "checks": [c.name for c in cfg.verify.checks]}))
     for i in images:
-        steps.append(Step(f"push:{i.name}", "push",
-                          f"push {i.repository}:{i.tags[0]} and :{i.tags[1]}, record the digest, cross-check "
-                          "it with the registry API" + (f" (already there at {i.already_pushed[:19]})"
-                                                       if i.already_pushed else ""),
-                          done=bool(i.already_pushed),
+        if i.partly_pushed:
+            intent = (f"tag {i.repository}:{', :'.join(i.missing_tags)} → {i.partly_pushed[:19]} through the registry "
+                      "API (the manifest copied by digest, no layer moves), then check every tag's digest")
+        else:
+            intent = (f"push {i.repository}:{i.tags[0]} and :{i.tags[1]}, record the digest, cross-check "
+                      "it with the registry API" + (f" (already there at {i.already_pushed[:19]})"
+                                                   if i.already_pushed else ""))
+        steps.append(Step(f"push:{i.name}", "push", intent, done=bool(i.already_pushed),
                           detail={"image": i.name, "repository": i.repository, "tags": list(i.tags),
-                                  "digest": i.already_pushed}))
+                                  "digest": i.reused, "missing_tags": list(i.missing_tags)}))
     steps.extend(_deploy_steps(snap.target, cfg, version, sha, images))
-    return Plan(report, tuple(images), tuple(steps), snap.engine)
+    from stackpatch.lint import lint_state
+    return Plan(report, tuple(images), tuple(steps), snap.engine,
+                tuple(str(w) for w in lint_state(snap.target, cfg)))
 
 
 def _deploy_steps(target: TargetState, cfg: Config, version: str, sha: str,
@@ -156,7 +177,7 @@ def _deploy_steps(target: TargetState, cfg: Config, version: str, sha: str,
     """The second half of ship: exactly the steps `deploy` will journal (deploy_plan.plan_deploy), with
     each digest that the push has not made yet shown as DIGEST_AFTER_PUSH."""
     release = Release(version, sha, {i.name: PushedImage(i.name, i.repository, i.tags,
-                                                         i.already_pushed or DIGEST_AFTER_PUSH)
+                                                         i.reused or DIGEST_AFTER_PUSH)
                                      for i in images})
     return [Step(s["id"], s["kind"], describe(s), half="deploy", detail=s)
             for s in plan_deploy(cfg, release, target.services)]

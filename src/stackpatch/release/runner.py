@@ -246,6 +246,13 @@ def run_job(target: Target, name: str, step: dict, output: Callable[[str], None]
     output, return its exit code. `ended(code)` runs before the job is removed (the journal records it
     there, so a resumed run never starts it again); `every()` runs at each look (the heartbeat)."""
     job_id = target.start_job(name, step["service"], step["image"], step["command"], step["env"])
+    return follow_job(target, job_id, name, step, output, ended=ended, every=every, poll=poll)
+
+
+def follow_job(target: Target, job_id: str, name: str, step: dict, output: Callable[[str], None], *,
+               ended: Callable[[int], None] = lambda code: None, every: Callable[[], None] = lambda: None,
+               poll: float = 0.4) -> int:
+    """Wait for a started job to end: its exit code, journaled by `ended` before the job is removed."""
     deadline = time.monotonic() + step.get("timeout", 600)
     seen = 0
     while True:
@@ -274,6 +281,33 @@ def run_job(target: Target, name: str, step: dict, output: Callable[[str], None]
     return 0
 
 
+def settle_jobs(ctx: Context, steps: list[dict], started: list[str]) -> None:
+    """Before an interrupted run is undone: every release job it may have started ends first. A job
+    still running is waited for (a migration is never cut in the middle) and its end journaled; a job
+    whose end is journaled but that is still there (killed before its removal) is removed."""
+    for step in steps:
+        sid = step["id"]
+        if step["kind"] != "migrate" or sid not in started:
+            continue
+        name = job_name(ctx.run_id, sid)
+        job_id = ctx.target.find_job(name)
+        if job_id is None:
+            continue
+        if sid in ctx.job_results:
+            ctx.target.remove_job(job_id)
+            ctx.progress(f"release phase {sid}: removed its job {name}, which had ended")
+            continue
+        ctx.progress(f"release phase {sid}: its job {name} is still there; waiting for it to end")
+        code = follow_job(ctx.target, job_id, name, step, lambda ln: ctx.progress(f"  │ {ln}"),
+                          ended=lambda c, sid=sid, name=name: _job_ended(ctx, sid, name, c), every=ctx.renew_if_due)
+        ctx.progress(f"release phase {sid}: its job ended (exit {code})")
+
+
+def _job_ended(ctx: Context, sid: str, name: str, code: int) -> None:
+    ctx.journal.append("job", step=sid, job=name, exit_code=code)
+    ctx.job_results[sid] = code
+
+
 def do_migrate(ctx: Context, step: dict) -> None:
     ctx.progress(f"release phase: `{' '.join(step['command'])}` once from {step['image']}"
                  + (f" ({', '.join(f'{k}={v}' for k, v in step['env'].items())})" if step["env"] else ""))
@@ -281,12 +315,14 @@ def do_migrate(ctx: Context, step: dict) -> None:
     if sid in ctx.job_results:  # the job ended before the run was interrupted: never run it twice
         code = ctx.job_results[sid]
         ctx.progress(f"release phase {sid}: its job already ended (exit {code}) before the interruption")
+        left = ctx.target.find_job(job_name(ctx.run_id, sid))
+        if left is not None:  # killed between journaling its end and removing it
+            ctx.target.remove_job(left)
     else:
         name = job_name(ctx.run_id, sid)
         # never interrupted mid-migration: a signal acts after it
         code = run_job(ctx.target, name, step, lambda ln: ctx.progress(f"  │ {ln}"),
-                       ended=lambda c: ctx.journal.append("job", step=sid, job=name, exit_code=c),
-                       every=ctx.renew_if_due)
+                       ended=lambda c: _job_ended(ctx, sid, name, c), every=ctx.renew_if_due)
     if code != 0:
         raise FaultError(f"the release command `{' '.join(step['command'])}` exited {code}")
 

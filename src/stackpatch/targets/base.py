@@ -56,6 +56,22 @@ class ImageRef:
 
 
 @dataclass(frozen=True)
+class UpdateSettings:
+    """How the place that runs a service replaces its tasks, and how it tells a task is healthy: the
+    input of the update-settings lint (`stackpatch.lint`). Seconds, Swarm's defaults filled in."""
+
+    order: str = "stop-first"          # start-first | stop-first
+    failure_action: str = "pause"      # pause | continue | rollback
+    monitor: float = 5.0               # seconds the engine watches each new task for a failure
+    delay: float = 0.0                 # seconds between two tasks
+    parallelism: int = 1
+    healthcheck: str = "none"          # service | image | none (no healthcheck) | disabled (NONE)
+    health_interval: float | None = None  # seconds, with a healthcheck
+    health_retries: int | None = None
+    host_ports: tuple[int, ...] = ()   # ports published in host mode (bound on the node)
+
+
+@dataclass(frozen=True)
 class ServiceState:
     name: str                 # without the stack prefix: "phpha"
     full_name: str            # "acme-prod_phpha"
@@ -66,6 +82,7 @@ class ServiceState:
     replicas_desired: int | None  # None for global services
     replicas_running: int
     update_state: str | None  # UpdateStatus.State: updating, completed, paused, rollback_*…
+    update: UpdateSettings | None = None  # None: the target cannot tell
 
     @property
     def revision(self) -> str | None:
@@ -81,6 +98,17 @@ class ServiceState:
         d["revision"] = self.revision
         d["version"] = self.version
         return d
+
+
+@dataclass(frozen=True)
+class EngineFacts:
+    """What `stackpatch doctor` asks the place that runs the stack: its version, whether it can manage
+    the stack, and its clock."""
+
+    version: str
+    manager: bool          # can change services (a Swarm manager)
+    role: str              # for people: "swarm manager", "swarm worker", "not in a swarm"…
+    clock: float | None    # the engine's time (unix seconds) when it answered, None if it does not say
 
 
 @dataclass(frozen=True)
@@ -218,6 +246,10 @@ class Target(Protocol):
         """Start `command` once from `image`, cloned from `template_service` (networks, env, mounts).
         A job of that name that exists already is adopted, never started twice. Returns its id."""
 
+    def find_job(self, name: str) -> str | None:
+        """The id of the job called `name` if it is still there (never starts one): how resume and abort
+        find a job an interrupted run left behind."""
+
     def job_status(self, job_id: str) -> JobStatus:
         """The job's state, exit code and output so far."""
 
@@ -253,6 +285,9 @@ class Target(Protocol):
 
     def is_unreachable(self, e: BaseException) -> bool:
         """True when `e` means the target could not be reached (as opposed to a refusal)."""
+
+    def engine_facts(self) -> EngineFacts:
+        """The engine's version, role and clock (`stackpatch doctor`)."""
 
 
 def deployed_release(state: TargetState, cfg: "Config", allow_mixed: bool = False) -> tuple[str | None, str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 
-from stackpatch.targets.base import ImageRef, Observation, ServiceState, TaskView
+from stackpatch.targets.base import EngineFacts, ImageRef, Observation, ServiceState, TaskView, UpdateSettings
 from stackpatch.targets.swarm.client import STACK_LABEL
 
 JOB_LABEL = "stackpatch.job"
@@ -26,13 +26,47 @@ def desired_replicas(spec: dict) -> int | None:
     return None
 
 
-def service_state(stack: str, raw: dict, running: int, image_labels: dict[str, str]) -> ServiceState:
+NS = 1e9
+
+
+def update_settings(spec: dict, image_healthcheck: dict | None | bool) -> UpdateSettings:
+    """The update settings of a service spec, Swarm's defaults filled in (monitor 5 s, delay 0,
+    order stop-first, failure_action pause; a healthcheck's interval 30 s and retries 3). The
+    healthcheck is the spec's, else the image's (`image_healthcheck`: its Config.Healthcheck, None
+    when it has none, False when the image could not be read)."""
+    uc = spec.get("UpdateConfig") or {}
+    hc = ((spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}).get("Healthcheck")
+    source = "service"
+    if not hc or not hc.get("Test"):
+        hc, source = (image_healthcheck or None), "image"
+        if image_healthcheck is False:
+            source = "unknown"
+    if source != "unknown" and (not hc or not hc.get("Test")):
+        source = "none"
+    elif hc and hc.get("Test") and hc["Test"][0] == "NONE":
+        source = "disabled"
+    with_hc = source in ("service", "image")
+    ports = (spec.get("EndpointSpec") or {}).get("Ports") or []
+    return UpdateSettings(
+        order=uc.get("Order") or "stop-first", failure_action=uc.get("FailureAction") or "pause",
+        monitor=(uc.get("Monitor") or 5 * NS) / NS, delay=(uc.get("Delay") or 0) / NS,
+        parallelism=int(uc.get("Parallelism") if uc.get("Parallelism") is not None else 1),
+        healthcheck=source,
+        health_interval=((hc.get("Interval") or 30 * NS) / NS) if with_hc else None,
+        health_retries=(hc.get("Retries") or 3) if with_hc else None,
+        host_ports=tuple(int(p["PublishedPort"]) for p in ports
+                         if (p.get("PublishMode") or "ingress") == "host" and p.get("PublishedPort")))
+
+
+def service_state(stack: str, raw: dict, running: int, image_labels: dict[str, str],
+                  image_healthcheck: dict | None | bool = False) -> ServiceState:
     spec = raw["Spec"]
     return ServiceState(name=service_name(stack, spec["Name"]), full_name=spec["Name"], id=raw["ID"],
                         image=ImageRef.parse(spec["TaskTemplate"]["ContainerSpec"]["Image"]),
                         labels=dict(spec.get("Labels") or {}), image_labels=image_labels,
                         replicas_desired=desired_replicas(spec), replicas_running=running,
-                        update_state=(raw.get("UpdateStatus") or {}).get("State"))
+                        update_state=(raw.get("UpdateStatus") or {}).get("State"),
+                        update=update_settings(spec, image_healthcheck))
 
 
 def can_start_first(spec: dict) -> bool:
@@ -103,3 +137,29 @@ def observation(name: str, raw: dict, tasks: list[TaskView]) -> Observation:
     return Observation(service=name, spec_image=spec["TaskTemplate"]["ContainerSpec"]["Image"],
                        update_state=us.get("State"), update_message=us.get("Message", ""),
                        updated_at=raw.get("UpdatedAt") or "", desired=desired_replicas(spec), tasks=tuple(tasks))
+
+
+def engine_facts(info: dict) -> EngineFacts:
+    """`GET /info` → version, role, clock."""
+    from datetime import datetime
+    sw = info.get("Swarm") or {}
+    state = sw.get("LocalNodeState") or "inactive"
+    manager = state == "active" and bool(sw.get("ControlAvailable"))
+    role = ("swarm manager" if manager else "swarm worker (cannot change services)" if state == "active"
+            else f"not in a swarm (node state {state})")
+    clock = None
+    raw = info.get("SystemTime") or ""
+    if raw:
+        head, _, frac = raw.partition(".")
+        tz = ""
+        for sep in ("Z", "+", "-"):
+            if sep in frac:
+                i = frac.index(sep)
+                frac, tz = frac[:i], frac[i:]
+                break
+        try:
+            stamp = head + (("." + frac[:6]) if frac else "") + ("+00:00" if tz in ("Z", "") else tz)
+            clock = datetime.fromisoformat(stamp).timestamp()
+        except ValueError:
+            clock = None
+    return EngineFacts(version=str(info.get("ServerVersion") or "?"), manager=manager, role=role, clock=clock)

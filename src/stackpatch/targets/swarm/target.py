@@ -108,6 +108,9 @@ class SwarmTarget:
     def is_unreachable(self, e: BaseException) -> bool:
         return isinstance(e, EngineUnreachable)
 
+    def engine_facts(self):
+        return S.engine_facts(self.engine.info())
+
     # ---------------------------------------------------------------- reading
 
     def _raw_services(self) -> list[dict]:
@@ -117,17 +120,23 @@ class SwarmTarget:
         tasks = self.engine.tasks(filters={"service": service_id, "desired-state": "running"})
         return sum(1 for t in tasks if (t.get("Status") or {}).get("State") == "running")
 
-    def image_labels(self, ref: ImageRef) -> dict[str, str]:
-        """Labels of an image: the engine's copy if it has one, else the registry's (resolver)."""
+    def _local_image(self, ref: ImageRef) -> dict | None:
+        """The engine's copy of an image (inspect), None when it has none."""
         for cand in ([f"{ref.repository}@{ref.digest}"] if ref.digest else []) + [str(ImageRef(ref.repository,
                                                                                                  ref.tag))]:
             try:
-                info = self.engine.inspect_image(cand)
-                return dict((info.get("Config") or {}).get("Labels") or {})
+                return self.engine.inspect_image(cand)
             except EngineUnreachable:
                 raise
             except EngineError:
                 continue
+        return None
+
+    def image_labels(self, ref: ImageRef) -> dict[str, str]:
+        """Labels of an image: the engine's copy if it has one, else the registry's (resolver)."""
+        info = self._local_image(ref)
+        if info is not None:
+            return dict((info.get("Config") or {}).get("Labels") or {})
         if self._labels is not None:
             try:
                 return self._labels(ref)
@@ -139,8 +148,12 @@ class SwarmTarget:
 
     def _state(self, raw: dict, image_labels: bool) -> ServiceState:
         image = ImageRef.parse(raw["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"])
+        hc: dict | None | bool = None
+        if not ((raw["Spec"]["TaskTemplate"]["ContainerSpec"].get("Healthcheck") or {}).get("Test")):
+            info = self._local_image(image)  # no healthcheck in the spec: the image's counts
+            hc = False if info is None else ((info.get("Config") or {}).get("Healthcheck") or None)
         return S.service_state(self.stack, raw, self._running(raw["ID"]),
-                               self.image_labels(image) if image_labels else {})
+                               self.image_labels(image) if image_labels else {}, hc)
 
     def read_state(self, *, image_labels: bool = True) -> TargetState:
         services = {}
@@ -244,6 +257,9 @@ class SwarmTarget:
         except EngineError as e:
             raise FaultError(f"could not start the release job from {image}: {e}") from None
         return resp["ID"]
+
+    def find_job(self, name: str) -> str | None:
+        return self._find_service_id(self._full(name))
 
     def job_status(self, job_id: str) -> JobStatus:
         tasks = self.engine.tasks(filters={"service": job_id})
