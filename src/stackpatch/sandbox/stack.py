@@ -130,8 +130,9 @@ def wait_version(front_url: str, release: str, revision: str, timeout: float = 6
 
 
 def remove(c: docker.DockerClient, stack: str, timeout: float = 120) -> dict[str, int]:
-    """Remove the stack's services, wait until their containers are gone, then its volumes and networks."""
-    removed = {"services": 0, "volumes": 0, "networks": 0}
+    """Remove the stack's services, wait until their containers are gone, then its volumes, networks and
+    configs (the edge's haproxy.cfg): everything `docker stack deploy` labelled with the stack's name."""
+    removed = {"services": 0, "volumes": 0, "networks": 0, "configs": 0}
     for svc in services(c, stack):
         try:
             svc.remove()
@@ -181,4 +182,10 @@ def remove(c: docker.DockerClient, stack: str, timeout: float = 120) -> dict[str
                 if time.monotonic() > deadline:
                     raise FaultError(f"cannot remove network {net.name}: {e.explanation or e}") from None
                 time.sleep(0.25)
+    for cfg in c.api.configs(filters=flt):
+        try:
+            c.api.remove_config(cfg["ID"])
+            removed["configs"] += 1
+        except NotFound:
+            pass
     return removed
