@@ -20,7 +20,7 @@ def main(files: int = 20000) -> None:
     with tempfile.TemporaryDirectory(prefix="stackpatch-bench-") as tmp:
         root = Path(tmp)
         os.environ["STACKPATCH_CACHE_DIR"] = str(root / "cache")
-        from stackpatch.build import workdir
+        from stackpatch.images import workdir
         origin, repo = root / "origin.git", root / "repo"
         g("init", "-q", "--bare", str(origin), cwd=root)
         g("init", "-q", str(repo), cwd=root)

@@ -2,7 +2,7 @@
 
 Generates a repo of N files (default 10,000) with a bare "origin", warms stackpatch's build directory
 once, then changes ONE file, commits and pushes it, and times
-- the incremental sync with stackpatch's real build-dir code (`stackpatch.build.workdir.sync`),
+- the incremental sync with stackpatch's real build-dir code (`stackpatch.images.workdir.sync`),
 - a fresh clone of the same remote (what the manual routine does every time; `file://`, so git uses its
   pack protocol and not hard links, as it would over the network).
 
@@ -36,17 +36,17 @@ class Pending(RuntimeError):
 
 def check_available() -> None:
     try:
-        import stackpatch.build.workdir  # noqa: F401
+        import stackpatch.images.workdir  # noqa: F401
     except ImportError as e:
-        raise Pending(f"stackpatch.build.workdir is not available ({e})") from None
+        raise Pending(f"stackpatch.images.workdir is not available ({e})") from None
 
 
 def incremental_sync(repo: Path, remote: str, sha: str, dest: Path) -> None:
     """The one boundary to stackpatch: make `dest` a clean checkout of `sha` from `repo`'s `remote`."""
     try:
-        from stackpatch.build.workdir import sync
+        from stackpatch.images.workdir import sync
     except ImportError as e:
-        raise Pending(f"stackpatch.build.workdir is not available ({e})") from None
+        raise Pending(f"stackpatch.images.workdir is not available ({e})") from None
     sync(repo, remote, sha, dest=dest)
 
 

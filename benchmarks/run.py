@@ -348,7 +348,7 @@ def make_fork(info, root: Path, label: str, cleanup: Cleanup):
 
 
 def run(args: argparse.Namespace) -> int:
-    from stackpatch.build import workdir as workdir_mod
+    from stackpatch.images import workdir as workdir_mod
     from stackpatch.sandbox import api
     from tests.fakes.cloudflare import FakeCloudflare
 

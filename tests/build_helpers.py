@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 from stackpatch.config import Config
-from stackpatch.target.base import OCI_REVISION, OCI_VERSION, ImageRef, ServiceState, TargetState
+from stackpatch.targets.base import OCI_REVISION, OCI_VERSION, ImageRef, ServiceState, TargetState
 
 TOML = """
 [git]

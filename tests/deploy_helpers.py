@@ -21,7 +21,7 @@ from pathlib import Path
 
 from stackpatch import git
 from stackpatch.release.model import PushedImage, Release
-from stackpatch.target.base import ImageRef
+from stackpatch.targets.base import ImageRef
 
 CLI = str(Path(sys.executable).with_name("stackpatch"))
 
@@ -385,5 +385,5 @@ def images_now(app_dir: Path) -> dict[str, str]:
 
 
 def lock_of(stack: str):
-    from stackpatch.target import lock, rollout
-    return lock.read(rollout.connect("unix:///var/run/docker.sock"), stack)
+    from stackpatch.targets.swarm import SwarmTarget
+    return SwarmTarget("unix:///var/run/docker.sock", stack).read_lock()

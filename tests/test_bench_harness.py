@@ -244,7 +244,7 @@ def test_manual_routine_script_parses_and_refuses_missing_inputs():
 def test_builddir_bench_measures_with_stackpatchs_code_or_says_pending():
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "builddir_bench.py"), "--files", "300", "--repeat", "1"],
                        capture_output=True, text=True, timeout=300)
-    if importlib.util.find_spec("stackpatch.build") is None:
+    if importlib.util.find_spec("stackpatch.images") is None:
         assert r.returncode == 3 and "PENDING" in r.stderr and r.stdout == ""
     else:
         assert r.returncode == 0, r.stderr

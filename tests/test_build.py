@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from stackpatch import config as config_mod
-from stackpatch.build import registry as registry_mod
+from stackpatch.images import registry as registry_mod
 
 CLI = str(Path(sys.executable).with_name("stackpatch"))
 
@@ -138,8 +138,8 @@ def test_a_push_refused_inside_the_stream_is_a_failure(mfork, sandbox):
     """
     import docker
 
-    from stackpatch.build.push import PushError, push_image
-    from stackpatch.build.registry import Credentials, Registry
+    from stackpatch.images.push import PushError, push_image
+    from stackpatch.images.registry import Credentials, Registry
     cfg = config_mod.load(mfork.config_path)
     client = docker.from_env()
     repo = f"{cfg.registry.host}/{cfg.registry.namespace}/denied"
@@ -151,8 +151,9 @@ def test_a_push_refused_inside_the_stream_is_a_failure(mfork, sandbox):
         bad = Credentials(user or "x", "not-the-password", "test")
         with pytest.raises(PushError, match=rf"refused the push of {tag} \(unauthorized"):
             import time
+            from stackpatch.reporter import Recorder
             push_image(client, Registry(cfg.registry.host, bad), bad, "denied", repo, (tag,), img.id,
-                       time.monotonic() + 120)
+                       time.monotonic() + 120, Recorder())
         assert registry_mod.for_config(cfg).tags(f"{cfg.registry.namespace}/denied") == []
     finally:
         client.images.remove(f"{repo}:{tag}")
@@ -226,11 +227,11 @@ def test_plan_refuses_an_unreachable_target(mfork, env, tmp_path):
     dead = f"unix://{tmp_path}/dead.sock"
     with edited_config(mfork, (r'^docker_host = ".*"$', f'docker_host = "{dead}"')):
         res = run("plan", cwd=mfork.app_dir, env=env)
-    assert_one_line_refusal(res, 2, rf"cannot reach the Docker engine at {re.escape(dead)} \(.*\): start it")
+    assert_one_line_refusal(res, 2, rf"the Docker engine at {re.escape(dead)} does not answer \(.*\): start it")
     # without target.docker_host in the file, DOCKER_HOST names the engine
     with edited_config(mfork, (r'^docker_host = ".*"\n', '')):
         res = run("plan", cwd=mfork.app_dir, env={**env, "DOCKER_HOST": dead})
-    assert_one_line_refusal(res, 2, rf"cannot reach the Docker engine at {re.escape(dead)}")
+    assert_one_line_refusal(res, 2, rf"the Docker engine at {re.escape(dead)} does not answer")
 
 
 @pytest.mark.docker

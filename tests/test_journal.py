@@ -14,7 +14,7 @@ from stackpatch.release import history
 from stackpatch.release import journal as J
 from stackpatch.release.deploy_plan import plan_deploy, plan_rollback, undo_order
 from stackpatch.release.model import PushedImage, Release
-from stackpatch.target.base import ImageRef, ServiceState
+from stackpatch.targets.base import ImageRef, ServiceState
 
 TOML = """
 [registry]
@@ -82,14 +82,14 @@ def _release() -> Release:
 
 
 def test_plan_is_canary_gate_migrations_rest_serving_purge(tmp_path):
-    steps = plan_deploy(_cfg(tmp_path), _release(), _services(), "run1")
+    steps = plan_deploy(_cfg(tmp_path), _release(), _services())
     assert [s["id"] for s in steps] == ["update:phpfiles", "gate:canary", "migrate:alpha", "migrate:beta",
                                         "update:phpha", "update:web", "gate:rest", "serving", "purge"]
     up = steps[0]
     assert up["image"] == "reg.example:5000/acme/app:git-commit-2222222@sha256:" + "c" * 64
     assert up["previous_image"] == OLD["phpfiles"] and up["previous_pinned"]
     assert up["labels"] == {"stackpatch.version": "26.11.1b", "stackpatch.revision": "2" * 40,
-                            "stackpatch.previous-image": OLD["phpfiles"], "stackpatch.run-id": "run1"}
+                            "stackpatch.previous-image": OLD["phpfiles"]}  # the runner adds its run id
     assert up["previous_labels"]["stackpatch.version"] == "26.11.1"
     assert up["previous_labels"]["stackpatch.run-id"] is None
     # the check naming {revision} cannot pass while phpha still runs the old release: last gate only
@@ -97,14 +97,15 @@ def test_plan_is_canary_gate_migrations_rest_serving_purge(tmp_path):
     assert [c["name"] for c in steps[6]["checks"]] == ["health", "serves the release", "canary runs the release",
                                                       "app shell works"]
     mig = steps[2]
-    assert mig["image"] == up["image"] and mig["env"] == {"DATA": "alpha"} and mig["full_name"] == "acme-prod_phpfiles"
+    assert mig["image"] == up["image"] and mig["env"] == {"DATA": "alpha"} and mig["service"] == "phpfiles"
+    assert not any("full_name" in s for s in steps)  # steps name services; only the target knows its names
     assert steps[7]["url"] == "http://127.0.0.1:8080/version" and steps[7]["revision"] == "2" * 40
     json.dumps(steps)  # plain data: it goes into the journal as is
 
 
 def test_plan_before_rollout_and_pause(tmp_path):
     text = TOML.replace('tenants = ["alpha", "beta"]', 'when = "before-rollout"').replace("[cdn]\nzone = \"z1\"\n", "")
-    steps = plan_deploy(_cfg(tmp_path, text), _release(), _services(), "run1", pause=True)
+    steps = plan_deploy(_cfg(tmp_path, text), _release(), _services(), pause=True)
     assert [s["id"] for s in steps][:2] == ["migrate", "update:phpfiles"]
     assert steps[-1]["id"] == "serving"
     gates = [s for s in steps if s["kind"] == "gate"]
@@ -115,17 +116,17 @@ def test_plan_refuses_missing_service_or_image(tmp_path):
     svcs = _services()
     del svcs["web"]
     with pytest.raises(UserError, match="no service web"):
-        plan_deploy(_cfg(tmp_path), _release(), svcs, "r")
+        plan_deploy(_cfg(tmp_path), _release(), svcs)
     rel = _release()
     rel = Release(rel.version, rel.revision, {"app": rel.images["app"]})
     with pytest.raises(UserError, match="no image 'front'"):
-        plan_deploy(_cfg(tmp_path), rel, _services(), "r")
+        plan_deploy(_cfg(tmp_path), rel, _services())
 
 
 def test_rollback_plan_goes_last_wave_first_to_exact_images(tmp_path):
     svcs = _services()
     steps = plan_rollback(_cfg(tmp_path), svcs, {"phpfiles": "x@sha256:1", "phpha": "y@sha256:2", "web": "z@sha256:3"},
-                          "26.11.1", "1" * 40, "run2")
+                          "26.11.1", "1" * 40)
     assert [s["id"] for s in steps] == ["update:phpha", "update:web", "update:phpfiles", "serving"]
     assert steps[0]["image"] == "y@sha256:2" and steps[0]["previous_image"] == OLD["phpha"]
     assert steps[-1]["revision"] == "1" * 40

@@ -10,7 +10,7 @@ from build_helpers import load_cfg, make_repo, start_hotfix, target_state
 from stackpatch.errors import UserError
 from stackpatch.preflight import gather
 from stackpatch.release.plan import RemoteTag, Snapshot, make_plan
-from stackpatch.target.swarm import MixedRevisionsError, deployed_release
+from stackpatch.targets.base import MixedRevisionsError, deployed_release
 
 DIGEST = "sha256:" + "b" * 64
 
@@ -32,8 +32,10 @@ def test_plan_orders_the_steps_with_their_intent(world):
     repo, cfg, deployed, head = world
     state = target_state({"phpfiles": deployed, "phpha": deployed})
     plan = make_plan(snap(repo, cfg, state, deployed), cfg)
-    assert [s.id for s in plan.steps] == ["workdir", "build:app", "push:app", "wave:canary", "wave:rest"]
-    assert [s.half for s in plan.steps] == ["build", "build", "build", "deploy", "deploy"]
+    # the deploy half is deploy_plan.plan_deploy's steps, the very ones `deploy` journals
+    assert [s.id for s in plan.steps] == ["workdir", "build:app", "push:app", "update:phpfiles", "gate:canary",
+                                         "update:phpha", "gate:rest"]
+    assert [s.half for s in plan.steps] == ["build", "build", "build", "deploy", "deploy", "deploy", "deploy"]
     assert not any(s.done for s in plan.steps)
     img = plan.images[0]
     assert img.repository == "127.0.0.1:5999/acme/app"
@@ -43,8 +45,10 @@ def test_plan_orders_the_steps_with_their_intent(world):
     assert build.detail["build_args"] == {"REVISION": head, "VERSION": "26.11.1b"}
     assert f"git-commit-{head[:7]}" in build.intent
     canary = plan.steps[3]
-    assert canary.detail["services"][0]["service"] == "phpfiles"
-    assert "phpfiles" in canary.intent and "phpha" in plan.steps[4].intent
+    assert canary.detail["service"] == "phpfiles" and canary.detail["wave"] == "canary"
+    assert canary.detail["image"] == f"127.0.0.1:5999/acme/app:git-commit-{head[:7]}@<digest after push>"
+    assert canary.detail["previous_image"] == img.cache_from
+    assert "phpfiles" in canary.intent and "phpha" in plan.steps[5].intent
     data = json.loads(json.dumps(plan.to_json()))
     assert data["version"] == "26.11.1b" and data["revision"] == head
     assert data["deployed"] == {"version": "26.11.1", "revision": deployed}
@@ -60,9 +64,10 @@ def test_verify_migrations_and_purge_steps_come_from_the_config(world, tmp_path)
     })
     state = target_state({"phpfiles": deployed, "phpha": deployed})
     plan = make_plan(snap(repo, cfg, state, deployed), cfg)
-    assert [s.id for s in plan.steps] == ["workdir", "build:app", "verify", "push:app", "wave:canary",
-                                         "migrate", "wave:rest"]
-    assert "once per tenant (DATA=a, b)" in plan.steps[5].intent
+    assert [s.id for s in plan.steps] == ["workdir", "build:app", "verify", "push:app", "update:phpfiles",
+                                         "gate:canary", "migrate:a", "migrate:b", "update:phpha", "gate:rest"]
+    assert "`migrate` once" in plan.steps[6].intent and "(DATA=a)" in plan.steps[6].intent
+    assert plan.steps[7].detail["env"] == {"DATA": "b"}
 
 
 def test_a_tag_already_used_for_other_code_is_refused(world):

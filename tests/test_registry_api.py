@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from stackpatch.build.registry import Credentials, Registry, RegistryError
+from stackpatch.images.registry import Credentials, Registry, RegistryError
 
 USER, PASSWORD = "ci", "s3cret-pw"
 CONFIG = json.dumps({"config": {"Labels": {"org.opencontainers.image.revision": "a" * 40}}}).encode()
@@ -125,7 +125,7 @@ def test_credentials_from_the_environment_then_the_docker_config(tmp_path, monke
     from build_helpers import TOML, make_repo
 
     from stackpatch import config as config_mod
-    from stackpatch.build.registry import credentials
+    from stackpatch.images.registry import credentials
     toml = TOML.replace('namespace = "acme"', 'namespace = "acme"\nusername_env = "T_REG_USER"\n'
                                               'password_env = "T_REG_PASSWORD"')
     repo, _, _ = make_repo(tmp_path, toml)

@@ -63,7 +63,15 @@ def test_the_whole_routine_from_start_to_rollback(sandbox, fork, tmp_path):
         git("push", "-q", cwd=app)
         sha = git("rev-parse", "HEAD", cwd=app)
 
-        # 3. ship under steady load
+        # 3. what `plan` shows is what `ship` journals and runs
+        r = sp("plan", "--json", cwd=app, env=env)
+        assert r.returncode == 0, r.stderr
+        planned = json.loads(r.stdout)
+        assert planned["engine"] == "unix:///var/run/docker.sock"
+        planned_deploy = [s["detail"] for s in planned["steps"] if s["half"] == "deploy"]
+        assert [s["id"] for s in planned_deploy][-1] == "purge"
+
+        # 4. ship under steady load
         loop = RequestLoop(fork.front_url, rate=20, max_seconds=300).start()
         time.sleep(1.0)
         t0 = time.monotonic()
@@ -98,6 +106,15 @@ def test_the_whole_routine_from_start_to_rollback(sandbox, fork, tmp_path):
         assert not failed, [f"{s.t:.2f}s {s.error}" for s in failed[:5]]
         journal = "".join(p.read_text() for p in (app / ".stackpatch" / "runs").glob("*.jsonl"))
         recs = [json.loads(ln) for ln in journal.splitlines()]
+        # the steps the run journaled are the steps `plan` showed, the digests filled in by the push
+        pushed = json.dumps(planned_deploy)
+        for i in out["release"]["images"].values():
+            pushed = pushed.replace(f'{i["repository"]}:{i["tags"][0]}@<digest after push>',
+                                    f'{i["repository"]}:{i["tags"][0]}@{i["digest"]}')
+        intents = [{"id": rec["step"], "kind": rec["step_kind"],
+                    **{k: v for k, v in rec.items() if k not in ("ts", "kind", "step", "step_kind")}}
+                   for rec in recs if rec["kind"] == "intent" and not rec.get("undo")]
+        assert intents == json.loads(pushed)
         # the journal holds the build phases and never the secrets
         start_rec = next(rec for rec in recs if rec["kind"] == "run-start")
         phases = set(start_rec["build_timings"])
@@ -109,7 +126,7 @@ def test_the_whole_routine_from_start_to_rollback(sandbox, fork, tmp_path):
         for secret in secrets:
             assert secret not in journal and secret not in r.stdout and secret not in r.stderr
 
-        # 4. status and history show it
+        # 5. status and history show it
         r = sp("history", "--json", cwd=app, env=env)
         assert r.returncode == 0, r.stderr
         hist = json.loads(r.stdout)
@@ -118,7 +135,7 @@ def test_the_whole_routine_from_start_to_rollback(sandbox, fork, tmp_path):
         r = sp("status", cwd=app, env=env)
         assert r.returncode == 0 and "26.11.1b" in r.stdout and "lock: free" in r.stdout, r.stdout
 
-        # 5. finish the hotfix: merged into master and develop, tagged, pushed, branch deleted
+        # 6. finish the hotfix: merged into master and develop, tagged, pushed, branch deleted
         r = sp("finish", cwd=app, env=env)
         assert r.returncode == 0, r.stderr
         assert git("rev-parse", "26.11.1b^{commit}", cwd=fork.origin_dir) == git(
@@ -127,7 +144,7 @@ def test_the_whole_routine_from_start_to_rollback(sandbox, fork, tmp_path):
         assert subprocess.run(["git", "merge-base", "--is-ancestor", sha, "develop"], cwd=fork.origin_dir
                               ).returncode == 0
 
-        # 6. rollback to the first release: every service back on its exact recorded image
+        # 7. rollback to the first release: every service back on its exact recorded image
         r = sp("rollback", "--to", "26.11.1", "--yes", cwd=app, env=env)
         assert r.returncode == 0, r.stderr[-3000:]
         back = status(app, env)["services"]

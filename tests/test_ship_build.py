@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from stackpatch import config as config_mod
-from stackpatch.build import registry as registry_mod
-from stackpatch.target.base import OCI_REVISION, OCI_VERSION
-from stackpatch.target.swarm import SwarmTarget
+from stackpatch.images import registry as registry_mod
+from stackpatch.targets.base import OCI_REVISION, OCI_VERSION
+from stackpatch import targets
 
 pytestmark = pytest.mark.docker
 
@@ -35,7 +35,7 @@ def world_of(fork, cfg) -> dict:
     """Registry tags, target state and git refs: what `plan` must not change."""
     reg = registry_mod.for_config(cfg)
     tags = {n: reg.tags(registry_mod.split_repository(cfg.image_ref(n))[1]) for n in cfg.images}
-    state = SwarmTarget.from_config(cfg).read_state().to_json()
+    state = targets.for_config(cfg).read_state().to_json()
     services = {k: (v["image"], v["labels"], v["replicas_desired"]) for k, v in state["services"].items()}
     refs = (git("for-each-ref", "--format=%(refname) %(objectname)", cwd=fork.app_dir),
             git("for-each-ref", "--format=%(refname) %(objectname)", cwd=fork.origin_dir))
@@ -64,7 +64,8 @@ def test_ship_until_pushed_on_a_sandbox_hotfix(fork, tmp_path):
     assert plan["version"] == "26.11.1b" and plan["revision"] == sha
     assert plan["deployed"]["version"] == "26.11.1"
     assert [s["id"] for s in plan["steps"]] == ["workdir", "build:app", "build:front", "verify", "push:app",
-                                               "push:front", "wave:canary", "migrate", "wave:rest"]
+                                               "push:front", "update:phpfiles", "gate:canary", "migrate",
+                                               "update:phpha", "update:web", "gate:rest", "serving"]
     assert [c["subject"] for c in plan["preflight"]["commits"]] == ["one-line fix"]
     assert world_of(fork, cfg) == before, "plan changed the world"
 
@@ -87,7 +88,7 @@ def test_ship_until_pushed_on_a_sandbox_hotfix(fork, tmp_path):
     assert 0 < rel["images"]["app"]["bytes_pushed"] < 1_000_000
     assert Path(out["build_log"]).is_file() and f"build log: {out['build_log']}" in res.stderr
     # nothing deployed: the target still runs 26.11.1
-    after = SwarmTarget.from_config(cfg).read_state()
+    after = targets.for_config(cfg).read_state()
     # db and edge run the base image (PostgreSQL, HAProxy), not a release of the app
     assert {s.revision for n, s in after.services.items() if n not in ("db", "edge")} == {plan["deployed"]["revision"]}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from build_helpers import commit, make_repo, sh, start_hotfix
 
-from stackpatch.build import workdir
+from stackpatch.images import workdir
 from stackpatch.errors import UserError
 
 

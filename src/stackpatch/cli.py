@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import click
 
@@ -10,8 +11,28 @@ from stackpatch import __version__, ui
 from stackpatch.errors import StackpatchError
 
 
+def _crash_log(e: BaseException) -> Path | None:
+    """Write the traceback of an unexpected error to a log file (as pre-commit's error_handler does);
+    its path, or None when no file could be written."""
+    import os
+    import time
+    import traceback
+    from stackpatch.images.workdir import cache_root
+    try:
+        d = cache_root() / "logs"
+        d.mkdir(parents=True, exist_ok=True)
+        path = d / f"error-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
+        path.write_text(f"stackpatch {__version__}\nargv: {' '.join(sys.argv)}\n\n"
+                        + "".join(traceback.format_exception(e)))
+        return path
+    except OSError:
+        return None
+
+
 class Group(click.Group):
-    """Turns StackpatchError into one line and its exit status; never a traceback for those."""
+    """The one error boundary: a StackpatchError becomes one line and its exit status; anything
+    unexpected becomes one line plus the path of a log that holds the traceback (exit 1). Never a
+    traceback on the terminal."""
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
@@ -22,6 +43,14 @@ class Group(click.Group):
         except KeyboardInterrupt:
             ui.fail("interrupted")
             ctx.exit(130)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except Exception as e:  # noqa: BLE001 - the boundary: nothing escapes as a traceback
+            log = _crash_log(e)
+            msg = " ".join(str(e).split())[:200] or "no message"
+            ui.fail(f"unexpected {type(e).__name__}: {msg} (a bug in stackpatch; the traceback is in "
+                    f"{log or 'no file: the cache directory is not writable'}; please report it)")
+            ctx.exit(1)
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

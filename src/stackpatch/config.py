@@ -112,10 +112,12 @@ class HttpCheck(Section):
 
 
 class TargetConfig(Section):
-    docker_host: str = Field(
-        "unix:///var/run/docker.sock",
+    kind: Literal["swarm"] = Field("swarm", description="What runs the stack: `swarm` (a Docker Swarm manager).")
+    docker_host: str | None = Field(
+        None,
         description="Docker engine of the swarm manager: `unix://…`, `tcp://host:2376` (TLS via `tls_*`), "
-                    "or `ssh://user@host`.")
+                    "or `ssh://user@host`. Unset: `DOCKER_HOST`, else `unix:///var/run/docker.sock`; "
+                    "every command uses this one engine and names it in its errors.")
     tls_verify: bool = Field(False, description="Verify the engine's TLS certificate (tcp only).")
     tls_cert_path: str | None = Field(None, description="Directory with `ca.pem`, `cert.pem`, `key.pem` (tcp+TLS).")
     stack: str = Field(..., description="Stack name as given to `docker stack deploy`.")

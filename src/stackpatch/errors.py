@@ -27,5 +27,14 @@ class EngineError(UserError):
     """The Docker engine is missing, unreachable or refused a request."""
 
 
+class EngineUnreachable(EngineError):
+    """The engine does not answer (refused connection, timeout, lost socket). Before a run changed
+    anything this is a refusal (exit 2); mid-run the runner journals the run as interrupted."""
+
+
+class EngineObjectMissing(EngineError):
+    """The engine answered 404: the service, task, container or config does not exist."""
+
+
 class FaultError(StackpatchError):
     """A fault mid-run (build, push, deploy). The journal says where the run stands. Exit status 1."""

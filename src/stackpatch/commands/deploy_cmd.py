@@ -83,7 +83,7 @@ def deploy_cmd(repo: str, release_file: str, pause: bool, yes: bool, as_json: bo
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"{release_file} is not a release JSON ({e}): use the output of "
                         "`stackpatch ship --until pushed --json`") from None
-    _report(deploy(cfg, release, yes=yes, pause=pause), as_json)
+    _report(deploy(cfg, release, yes=yes, pause=pause, reporter=ui.reporter), as_json)
 
 
 @click.command("resume")
@@ -97,7 +97,7 @@ def resume_cmd(repo: str, yes: bool, as_json: bool) -> None:
     the lock only if it is held by that same run.
     """
     from stackpatch.release.deploy import resume
-    _report(resume(_cfg(repo), yes=yes), as_json)
+    _report(resume(_cfg(repo), yes=yes, reporter=ui.reporter), as_json)
 
 
 @click.command("abort")
@@ -110,7 +110,7 @@ def abort_cmd(repo: str, yes: bool, as_json: bool) -> None:
     from stackpatch.release.deploy import abort
     cfg = _cfg(repo)
     _confirm(f"Restore the previous images on stack {cfg.target.stack}", yes)
-    _report(abort(cfg), as_json)
+    _report(abort(cfg, reporter=ui.reporter), as_json)
 
 
 @click.command("rollback")
@@ -126,7 +126,7 @@ def rollback_cmd(repo: str, to: str | None, yes: bool, as_json: bool) -> None:
     from stackpatch.release.deploy import rollback
     cfg = _cfg(repo)
     _confirm(f"Roll stack {cfg.target.stack} back to {to or 'the previous release'}", yes)
-    _report(rollback(cfg, to=to), as_json)
+    _report(rollback(cfg, to=to, reporter=ui.reporter), as_json)
 
 
 @click.command("status")
@@ -140,7 +140,7 @@ def status_cmd(repo: str, as_json: bool) -> None:
         ui.emit_json(st)
         return
     from rich.table import Table
-    t = Table(title=f"stack {st['stack']}", title_justify="left")
+    t = Table(title=f"stack {st['stack']} on {st['engine']}", title_justify="left")
     for col in ("service", "version", "revision", "digest", "replicas", "update"):
         t.add_column(col)
     for name, s in st["services"].items():
@@ -161,21 +161,20 @@ def status_cmd(repo: str, as_json: bool) -> None:
 
 @click.command("history")
 @REPO
+@click.option("--offline", is_flag=True, help="Do not ask the target which run is live: the journal only.")
 @JSON
-def history_cmd(repo: str, as_json: bool) -> None:
+def history_cmd(repo: str, offline: bool, as_json: bool) -> None:
     """Every run recorded in this repo, newest first: who, when, from which version to which, result.
-    Marks the run the target's labels say is live (when the target answers)."""
+    Marks the run the target's labels say is live; a target that does not answer is an error that
+    names it (`--offline` reads the journal only)."""
+    from stackpatch import targets
     from stackpatch.release import history
     cfg = _cfg(repo)
     runs = history.runs(cfg.root)
     live: set[str] = set()
-    try:
-        from stackpatch.target import rollout
-        client = rollout.connect_target(cfg.target)
-        live = {s.labels.get("stackpatch.run-id") for s in rollout.read_stack(client, cfg.target.stack,
-                                                                               image_labels=False).values()}
-    except UserError:
-        pass
+    if not offline:
+        state = targets.for_config(cfg).read_state(image_labels=False)
+        live = {s.labels.get("stackpatch.run-id") for s in state.services.values()}
     rows = [{**v.to_json(), "live": v.run_id in live} for v in runs]
     if as_json:
         ui.emit_json(rows)
@@ -197,10 +196,10 @@ def history_cmd(repo: str, as_json: bool) -> None:
 @click.option("--force", is_flag=True, help="Break the lock. Only an EXPIRED lock can be broken.")
 def unlock_cmd(repo: str, force: bool) -> None:
     """Break an expired deploy lock. A lock that has not expired is refused with its holder's name."""
-    from stackpatch.target import lock, rollout
+    from stackpatch import targets
+    from stackpatch.release import lock
     cfg = _cfg(repo)
-    client = rollout.connect_target(cfg.target)
-    holder = lock.break_lock(client, cfg.target.stack, force=force)
+    holder = lock.break_lock(targets.for_config(cfg), force=force)
     if holder is None:
         ui.ok(f"stack {cfg.target.stack} is not locked")
     else:
@@ -213,7 +212,7 @@ def unlock_cmd(repo: str, force: bool) -> None:
 def purge_cmd(repo: str, as_json: bool) -> None:
     """Retry only the CDN purge of the last run, when it ended `deployed, purge failed`."""
     from stackpatch.release.deploy import purge
-    res = purge(_cfg(repo))
+    res = purge(_cfg(repo), reporter=ui.reporter)
     _report(res, as_json)
     if res.purge_error:
         from stackpatch.errors import FaultError

@@ -43,7 +43,7 @@ def start_cmd(version: str | None, from_release: str | None, no_push: bool, repo
     deployed = None
     if not from_release:
         from stackpatch import git
-        from stackpatch.target.discover import deployed_version
+        from stackpatch.targets.discover import deployed_version
         deployed, why = deployed_version(git.toplevel(repo))
         if deployed:
             ui.step(f"deployed release: {deployed} ({why})")
@@ -154,7 +154,7 @@ def _require_shipped(repo: str | None) -> None:
     from stackpatch import git
     from stackpatch.errors import UserError
     from stackpatch.release import history
-    from stackpatch.target.discover import has_target
+    from stackpatch.targets.discover import has_target
     root = git.toplevel(repo)
     if not has_target(root):
         return

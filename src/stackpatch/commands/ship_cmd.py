@@ -23,8 +23,9 @@ _mixed_opt = click.option("--allow-mixed", is_flag=True,
                                "the revision most services run counts as deployed.")
 
 
-def _render_plan(plan) -> None:
+def _render_plan(plan, stack: str) -> None:
     p = plan.preflight
+    ui.out.print(f"target: stack {stack} on {plan.engine}", markup=False)
     ui.out.print(f"hotfix [bold]{p.version}[/] = {p.branch} at {p.revision[:7]}; deployed "
                  f"{p.deployed_version or '(unknown version)'} at {p.deployed_revision[:7]}")
     ui.out.print(f"commits {p.deployed_revision[:7]}..{p.revision[:7]} ({len(p.commits)}):")
@@ -67,7 +68,7 @@ def plan_cmd(as_json: bool, ref: str | None, allow_mixed: bool, config_path: str
     if as_json:
         ui.emit_json(plan.to_json())
     else:
-        _render_plan(plan)
+        _render_plan(plan, cfg.target.stack)
 
 
 @click.command("ship")
@@ -102,24 +103,24 @@ def ship_cmd(until: str | None, pause: bool, yes: bool, as_json: bool, ref: str 
     Needs --yes when stdin is not a terminal. Exit 2: refused, nothing changed; exit 1: a fault
     (rolled back; the journal says where the run stopped).
     """
-    if pause and not ui.is_tty() and not yes:
-        raise UserError("--pause asks a person to check the canary, and there is no terminal: "
-                        "run it interactively or pass --yes to skip the pause")
     from stackpatch.release.build_half import plan_for, run_build_half
+    from stackpatch.release.deploy import refuse_unattended_pause
+    refuse_unattended_pause(pause, yes, ui.reporter)
     cfg = config_mod.load(config_path)
     snap, plan = plan_for(cfg, ref, allow_mixed)
     if not as_json:
-        _render_plan(plan)
+        _render_plan(plan, cfg.target.stack)
     if not yes:
         if not ui.is_tty():
             raise UserError("ship changes the registry and needs confirmation: stdin is not a terminal, so pass --yes")
         what = "up to the push" if until == "pushed" else f"to stack {cfg.target.stack}"
         if not click.confirm(f"ship {plan.version} ({plan.revision[:7]}) {what}?", default=False, err=True):
             raise UserError("not confirmed: nothing was changed")
-    result = run_build_half(cfg, plan, snap)
+    result = run_build_half(cfg, plan, snap, ui.reporter)
     if until != "pushed":
         from stackpatch.release.deploy import deploy
-        run = deploy(cfg, result.release, yes=True, pause=pause, progress=ui.step, build_timings=result.timings)
+        run = deploy(cfg, result.release, yes=True, pause=pause, reporter=ui.reporter,
+                     build_timings=result.timings)
         if as_json:
             ui.emit_json({**result.to_json(), "run": run.to_json()})
         else:

@@ -9,21 +9,21 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from stackpatch import ui
-from stackpatch.build import registry as registry_mod
-from stackpatch.build import workdir as workdir_mod
-from stackpatch.build.registry import Registry, split_repository
+from stackpatch import targets
+from stackpatch.images import registry as registry_mod
+from stackpatch.images import workdir as workdir_mod
+from stackpatch.images.registry import Registry, split_repository
 from stackpatch.config import Config
 from stackpatch.errors import UserError
 from stackpatch.preflight import PreflightError, gather, version_of
 from stackpatch.release.model import PushedImage, Release, commit_tag
 from stackpatch.release.plan import Plan, RemoteTag, Snapshot, make_plan
-from stackpatch.target.base import OCI_REVISION, ImageRef
-from stackpatch.target.swarm import SwarmTarget, deployed_release
+from stackpatch.reporter import Reporter
+from stackpatch.targets.base import OCI_REVISION, ImageRef, Target, deployed_release
 
 
 def read_snapshot(cfg: Config, ref: str | None = None, allow_mixed: bool = False,
-                  repo: Path | None = None) -> Snapshot:
+                  repo: Path | None = None, target: Target | None = None) -> Snapshot:
     """Read git, the target and the registry once. Read-only (a `git fetch` updates remote-tracking refs)."""
     reg = registry_mod.for_config(cfg)
 
@@ -34,7 +34,7 @@ def read_snapshot(cfg: Config, ref: str | None = None, allow_mixed: bool = False
         got = reg.image_labels(name, r.digest or r.tag or "latest")
         return got[1] if got else {}
 
-    target = SwarmTarget.from_config(cfg, label_resolver=labels)
+    target = target or targets.for_config(cfg, label_resolver=labels)
     state = target.read_state()
     _, dep_rev = deployed_release(state, cfg, allow_mixed)
     facts = gather(repo or cfg.root, cfg, ref=ref, deployed_revision=dep_rev)
@@ -51,7 +51,7 @@ def read_snapshot(cfg: Config, ref: str | None = None, allow_mixed: bool = False
             for tag in (commit_tag(facts.head), version):
                 got = reg.image_labels(rname, tag)
                 remote[name][tag] = RemoteTag(got[0], got[1].get(OCI_REVISION)) if got else None
-    return Snapshot(git=facts, target=state, registry=remote, allow_mixed=allow_mixed)
+    return Snapshot(git=facts, target=state, registry=remote, allow_mixed=allow_mixed, engine=target.where)
 
 
 @dataclass
@@ -68,11 +68,11 @@ class BuildHalfResult:
                 "workdir": self.workdir, "workdir_cold": self.workdir_cold}
 
 
-def run_build_half(cfg: Config, plan: Plan, snap: Snapshot) -> BuildHalfResult:
+def run_build_half(cfg: Config, plan: Plan, snap: Snapshot, reporter: Reporter) -> BuildHalfResult:
     """Execute the build-half steps of `plan`; returns the Release the deploy half consumes."""
     sha, version = plan.revision, plan.version
     if all(i.already_pushed for i in plan.images):
-        ui.ok(f"every image of {version} ({sha[:7]}) is already in the registry: nothing to build or push")
+        reporter.ok(f"every image of {version} ({sha[:7]}) is already in the registry: nothing to build or push")
         rel = Release(version, sha, {i.name: PushedImage(i.name, i.repository, i.tags, i.already_pushed or "", 0)
                                      for i in plan.images})
         return BuildHalfResult(rel, None)
@@ -82,25 +82,25 @@ def run_build_half(cfg: Config, plan: Plan, snap: Snapshot) -> BuildHalfResult:
         raise UserError(f"images {done} of {version} are already pushed but others are not: an earlier ship "
                         "stopped halfway; start the next hotfix version to rebuild them all")
 
-    from stackpatch.build import image as image_mod
-    from stackpatch.build import push as push_mod
-    from stackpatch.build import verify as verify_mod
-    from stackpatch.build.engine import local_client
+    from stackpatch.images import image as image_mod
+    from stackpatch.images import push as push_mod
+    from stackpatch.images import verify as verify_mod
+    from stackpatch.images.engine import local_client
 
     timings: dict[str, float] = {}
     creds = registry_mod.credentials(cfg)
     reg = Registry(cfg.registry.host, creds)
     reg.check_login()                               # refuse a bad login before spending minutes building
 
-    ui.step(f"sync the clean build directory at {sha[:7]}")
+    reporter.step(f"sync the clean build directory at {sha[:7]}")
     wd = workdir_mod.sync(Path(snap.git.repo), cfg.git.remote, sha, branch=plan.preflight.branch)
     timings["workdir"] = wd.seconds
-    ui.ok(f"build directory {wd.path} at {sha[:7]} in {wd.seconds:.1f}s ({'cold clone' if wd.cold else 'incremental'})")
+    reporter.ok(f"build directory {wd.path} at {sha[:7]} in {wd.seconds:.1f}s ({'cold clone' if wd.cold else 'incremental'})")
 
     client = local_client()
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     log = image_mod.BuildLog(workdir_mod.cache_root() / "logs" / f"{Path(snap.git.repo).name}-{version}-{stamp}.log")
-    ui.info(f"build log: {log.path}")
+    reporter.info(f"build log: {log.path}")
     built: dict[str, image_mod.BuiltImage] = {}
     deadline = time.monotonic() + cfg.timeouts.build
     try:
@@ -110,12 +110,13 @@ def run_build_half(cfg: Config, plan: Plan, snap: Snapshot) -> BuildHalfResult:
                 name=i.name, repository=i.repository, tags=i.tags, dockerfile=ic.dockerfile, context=ic.context,
                 build_args={"REVISION": sha, "VERSION": version, **ic.build_args}, target=ic.target,
                 cache_from=i.cache_from)
-            ui.step(f"build {i.repository}:{i.tags[0]}")
+            reporter.step(f"build {i.repository}:{i.tags[0]}")
             b = image_mod.build(client, spec, wd.path, version=version, revision=sha,
-                                source=plan.preflight.remote_url, log=log, creds=creds, deadline=deadline)
+                                source=plan.preflight.remote_url, log=log, creds=creds, deadline=deadline,
+                                reporter=reporter)
             built[i.name] = b
             timings[f"build:{i.name}"] = b.seconds
-            ui.ok(f"built {b.local_ref} ({b.image_id[:19]}) in {b.seconds:.1f}s "
+            reporter.ok(f"built {b.local_ref} ({b.image_id[:19]}) in {b.seconds:.1f}s "
                   f"with {'BuildKit' if b.buildkit else 'the legacy builder'}")
     finally:
         log.close()
@@ -123,19 +124,19 @@ def run_build_half(cfg: Config, plan: Plan, snap: Snapshot) -> BuildHalfResult:
     if cfg.verify.enabled and cfg.verify.stack_file:
         t0 = time.monotonic()
         vclient = local_client(cfg.verify.docker_host) if cfg.verify.docker_host else client
-        res = verify_mod.verify(vclient, cfg, wd.path, built, version, sha, cfg.timeouts.check)
+        res = verify_mod.verify(vclient, cfg, wd.path, built, version, sha, cfg.timeouts.check, reporter)
         timings["verify"] = time.monotonic() - t0
-        ui.ok(f"verified in {res.seconds:.1f}s ({timings['verify']:.1f}s with the teardown)")
+        reporter.ok(f"verified in {res.seconds:.1f}s ({timings['verify']:.1f}s with the teardown)")
     elif cfg.verify.enabled:
-        ui.warn("verify.stack_file is not set: the images are pushed without a local verification")
+        reporter.warn("verify.stack_file is not set: the images are pushed without a local verification")
 
     pushed: dict[str, PushedImage] = {}
     deadline = time.monotonic() + cfg.timeouts.push
     t0 = time.monotonic()
     for i in plan.images:
-        ui.step(f"push {i.repository}:{', '.join(i.tags)}")
+        reporter.step(f"push {i.repository}:{', '.join(i.tags)}")
         pushed[i.name] = push_mod.push_image(client, reg, creds, i.name, i.repository, i.tags,
-                                             built[i.name].image_id, deadline)
+                                             built[i.name].image_id, deadline, reporter)
     timings["push"] = time.monotonic() - t0
     return BuildHalfResult(Release(version, sha, pushed), str(log.path), timings, str(wd.path), wd.cold)
 

@@ -1,32 +1,97 @@
 """Deciding the deploy (pure): config + release + the target's services → an ordered list of steps.
 
-Each step is a plain dict (it is written as is into the journal):
-  update   {id, kind, wave, service, full_name, image, previous_image, labels, previous_labels}
-  gate     {id, kind, wave, checks, pause, version, revision}   checks naming {revision} run in the last gate only
-  migrate  {id, kind, service, full_name, image, command, env, timeout}
-  serving  {id, kind, url, revision}            the front serves the expected revision
-  purge    {id, kind}                           CDN purge, after success only
+This is the ONE deploy plan: `plan` renders it (with "<digest after push>" before the push), `ship`,
+`deploy` and `rollback` journal it as the run-start's `plan` and run it, `resume` and `abort` re-read it
+from the journal. Each step is a plain dict typed below (it is written as is into the journal). Steps
+name services without the stack prefix: only the target knows how it names them.
 No Docker, no network: tests of this half need nothing running.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from typing import TypedDict
 
 from stackpatch.config import Config, HttpCheck
 from stackpatch.errors import UserError
 from stackpatch.release.model import Release
-from stackpatch.target.base import (LABEL_PREVIOUS, LABEL_REVISION, LABEL_RUN_ID, LABEL_VERSION, ServiceState)
+from stackpatch.targets.base import (LABEL_PREVIOUS, LABEL_REVISION, LABEL_RUN_ID, LABEL_VERSION, ServiceState)
 
 STACKPATCH_LABELS = (LABEL_VERSION, LABEL_REVISION, LABEL_PREVIOUS, LABEL_RUN_ID)
 
 
-def deployed_from(services: dict[str, ServiceState], names: list[str]) -> tuple[str | None, str | None]:
-    """(version, revision) most of the configured services run now."""
-    versions = Counter(s.version for n, s in services.items() if n in names and s.version)
-    revisions = Counter(s.revision for n, s in services.items() if n in names and s.revision)
-    return (versions.most_common(1)[0][0] if versions else None,
-            revisions.most_common(1)[0][0] if revisions else None)
+class UpdateStep(TypedDict):
+    """Point one service at a digest-pinned image; undo puts `previous_image` and `previous_labels`
+    back. The runner adds the run id label when it acts."""
+    id: str                    # update:<service>
+    kind: str                  # "update"
+    wave: str
+    service: str
+    image: str                 # repo:tag@sha256:… ("<digest after push>" in `plan` before the push)
+    previous_image: str
+    previous_pinned: bool
+    labels: dict[str, str]
+    previous_labels: dict[str, str | None]
+    timeout: float
+
+
+class GateStep(TypedDict):
+    """The checks after a wave; a check naming {revision}/{version} runs once its service runs the release."""
+    id: str                    # gate:<wave>
+    kind: str
+    wave: str
+    checks: list[dict]
+    pause: bool
+    version: str
+    revision: str
+    timeout: float
+
+
+class MigrateStep(TypedDict):
+    """The release phase: the command once (per tenant) from the new image, cloned from `service`."""
+    id: str                    # migrate or migrate:<tenant>
+    kind: str
+    service: str
+    image: str
+    command: list[str]
+    env: dict[str, str]
+    timeout: float
+
+
+class ServingStep(TypedDict):
+    """The front serves the expected revision."""
+    id: str
+    kind: str
+    url: str
+    revision: str
+    timeout: float
+
+
+class PurgeStep(TypedDict):
+    """CDN purge, after success only."""
+    id: str
+    kind: str
+
+
+DeployStep = UpdateStep | GateStep | MigrateStep | ServingStep | PurgeStep
+
+
+def describe(step: dict) -> str:
+    """One line a person reads for a step (what `plan` prints)."""
+    k = step["kind"]
+    if k == "update":
+        return f"{step['wave']}: update {step['service']} {step['previous_image']} → {step['image']}"
+    if k == "gate":
+        names = ", ".join(c["name"] for c in step["checks"]) or "no checks"
+        return f"{step['wave']}: gate ({names})" + (", pause for a person" if step["pause"] else "")
+    if k == "migrate":
+        env = " ".join(f"{a}={b}" for a, b in step["env"].items())
+        return f"release phase: `{' '.join(step['command'])}` once from the new image of {step['service']}" + \
+            (f" ({env})" if env else "")
+    if k == "serving":
+        return f"check {step['url']} serves revision {step['revision'][:7]}"
+    if k == "purge":
+        return "purge the CDN cache"
+    return k
 
 
 def _check_json(c: HttpCheck) -> dict:
@@ -52,7 +117,7 @@ def _check_in_gate(c: HttpCheck, i: int, waves: list) -> bool:
     return False
 
 
-def plan_deploy(cfg: Config, release: Release, services: dict[str, ServiceState], run_id: str,
+def plan_deploy(cfg: Config, release: Release, services: dict[str, ServiceState],
                 *, pause: bool = False) -> list[dict]:
     """The steps of the second half of `ship`: waves, gates, release phase, serving check, purge."""
     tcfg = cfg.target
@@ -83,7 +148,7 @@ def plan_deploy(cfg: Config, release: Release, services: dict[str, ServiceState]
         for t in tenants:
             migrate_steps.append({
                 "id": f"migrate:{t}" if t else "migrate",
-                "kind": "migrate", "service": mig_service, "full_name": f"{stack}_{mig_service}",
+                "kind": "migrate", "service": mig_service,
                 "image": new_images[mig_service], "command": list(m.command),
                 "env": {m.tenant_env: t} if t else {}, "timeout": m.timeout})
 
@@ -96,10 +161,10 @@ def plan_deploy(cfg: Config, release: Release, services: dict[str, ServiceState]
             prev_labels = {k: cur.labels.get(k) for k in STACKPATCH_LABELS}
             steps.append({
                 "id": f"update:{svc}", "kind": "update", "wave": w.name, "service": svc,
-                "full_name": cur.full_name, "image": new_images[svc], "previous_image": str(cur.image),
+                "image": new_images[svc], "previous_image": str(cur.image),
                 "previous_pinned": bool(cur.image.digest),
                 "labels": {LABEL_VERSION: release.version, LABEL_REVISION: release.revision,
-                           LABEL_PREVIOUS: str(cur.image), LABEL_RUN_ID: run_id},
+                           LABEL_PREVIOUS: str(cur.image)},
                 "previous_labels": prev_labels,
                 "timeout": cfg.timeouts.converge})
         steps.append({"id": f"gate:{w.name}", "kind": "gate", "wave": w.name,
@@ -118,7 +183,7 @@ def plan_deploy(cfg: Config, release: Release, services: dict[str, ServiceState]
 
 
 def plan_rollback(cfg: Config, services: dict[str, ServiceState], images: dict[str, str], version: str | None,
-                  revision: str | None, run_id: str) -> list[dict]:
+                  revision: str | None) -> list[dict]:
     """Steps that put every service back on `images` (service → exact recorded image), last wave first
     so the front keeps talking to an app it knows, then check the old revision is serving."""
     tcfg = cfg.target
@@ -132,10 +197,9 @@ def plan_rollback(cfg: Config, services: dict[str, ServiceState], images: dict[s
         cur = services.get(svc)
         if cur is None:
             raise UserError(f"stack {tcfg.stack} has no service {svc} to roll back")
-        labels = {LABEL_VERSION: version, LABEL_REVISION: revision, LABEL_PREVIOUS: str(cur.image),
-                  LABEL_RUN_ID: run_id}
+        labels = {LABEL_VERSION: version, LABEL_REVISION: revision, LABEL_PREVIOUS: str(cur.image)}
         steps.append({"id": f"update:{svc}", "kind": "update", "wave": "rollback", "service": svc,
-                      "full_name": cur.full_name, "image": images[svc], "previous_image": str(cur.image),
+                      "image": images[svc], "previous_image": str(cur.image),
                       "previous_pinned": bool(cur.image.digest), "labels": labels,
                       "previous_labels": {k: cur.labels.get(k) for k in STACKPATCH_LABELS},
                       "timeout": cfg.timeouts.converge})

@@ -10,9 +10,12 @@ from typing import Any
 
 from stackpatch.config import Config
 from stackpatch.preflight import GitFacts, PreflightReport, evaluate
-from stackpatch.release.model import commit_tag
-from stackpatch.target.base import TargetState
-from stackpatch.target.swarm import deployed_release
+from stackpatch.release.deploy_plan import describe, plan_deploy
+from stackpatch.release.model import PushedImage, Release, commit_tag
+from stackpatch.targets.base import TargetState, deployed_release
+
+# what a digest reads as in `plan`, before the push has made it
+DIGEST_AFTER_PUSH = "<digest after push>"
 
 
 @dataclass(frozen=True)
@@ -29,16 +32,17 @@ class Snapshot:
     target: TargetState
     registry: dict[str, dict[str, RemoteTag | None]] = field(default_factory=dict)  # image -> tag -> what's there
     allow_mixed: bool = False
+    engine: str = ""         # the engine the target was read from (target.where)
 
 
 @dataclass(frozen=True)
 class Step:
-    id: str                  # stable: "workdir", "build:app", "verify", "push:app", "deploy"
-    kind: str                # workdir | build | verify | push | deploy
+    id: str                  # stable: "workdir", "build:app", "verify", "push:app", then the deploy steps'
+    kind: str                # workdir | build | verify | push | update | gate | migrate | serving | purge
     intent: str              # one line a person reads
     half: str = "build"      # build (this half, runs with --until pushed) | deploy (the rest of ship)
     done: bool = False       # already true in the world: the runner skips it
-    detail: dict[str, Any] = field(default_factory=dict)
+    detail: dict[str, Any] = field(default_factory=dict)  # a deploy step: exactly what its journal intent holds
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,7 @@ class Plan:
     preflight: PreflightReport
     images: tuple[ImagePlan, ...]
     steps: tuple[Step, ...]
+    engine: str = ""
 
     @property
     def version(self) -> str:
@@ -68,7 +73,7 @@ class Plan:
 
     def to_json(self) -> dict:
         return {"version": self.version, "revision": self.revision,
-                "branch": self.preflight.branch,
+                "branch": self.preflight.branch, "engine": self.engine,
                 "deployed": {"version": self.preflight.deployed_version,
                              "revision": self.preflight.deployed_revision},
                 "preflight": self.preflight.to_json(),
@@ -142,36 +147,16 @@ def make_plan(snap: Snapshot, cfg: Config) -> Plan:
                           done=bool(i.already_pushed),
                           detail={"image": i.name, "repository": i.repository, "tags": list(i.tags),
                                   "digest": i.already_pushed}))
-    steps.extend(_deploy_steps(snap.target, cfg, version, sha))
-    return Plan(report, tuple(images), tuple(steps))
+    steps.extend(_deploy_steps(snap.target, cfg, version, sha, images))
+    return Plan(report, tuple(images), tuple(steps), snap.engine)
 
 
-def _deploy_steps(target: TargetState, cfg: Config, version: str, sha: str) -> list[Step]:
-    """The second half of ship, as intent only (the deploy half plans and runs its own steps)."""
-    out: list[Step] = []
-    m = cfg.migrations
-    migrate = m.when != "never" and bool(m.command)
-
-    def migration_step() -> Step:
-        per = f" once per tenant ({m.tenant_env}={', '.join(m.tenants)})" if m.tenants else " once"
-        return Step("migrate", "deploy", f"run `{' '.join(m.command)}` from the new image{per}",
-                    half="deploy", detail={"service": m.service, "command": m.command})
-
-    if migrate and m.when == "before-rollout":
-        out.append(migration_step())
-    for n, wave in enumerate(cfg.target.resolved_waves()):
-        moves = []
-        for svc in wave.services:
-            img = cfg.target.services[svc]
-            cur = target.services.get(svc)
-            moves.append({"service": svc, "from": str(cur.image) if cur else None,
-                          "to": f"{cfg.image_ref(img)}:{commit_tag(sha)}@<pushed digest>"})
-        out.append(Step(f"wave:{wave.name}", "deploy",
-                        f"update {', '.join(wave.services)} to {commit_tag(sha)} ({version}), wait until converged "
-                        "and healthy, run the gate checks" + (", pause for a person" if wave.pause else ""),
-                        half="deploy", detail={"services": moves}))
-        if n == 0 and migrate and m.when == "after-canary":
-            out.append(migration_step())
-    if cfg.cdn is not None and cfg.cdn.provider != "none":
-        out.append(Step("purge", "deploy", f"purge the {cfg.cdn.provider} cache ({cfg.cdn.purge})", half="deploy"))
-    return out
+def _deploy_steps(target: TargetState, cfg: Config, version: str, sha: str,
+                  images: list[ImagePlan]) -> list[Step]:
+    """The second half of ship: exactly the steps `deploy` will journal (deploy_plan.plan_deploy), with
+    each digest that the push has not made yet shown as DIGEST_AFTER_PUSH."""
+    release = Release(version, sha, {i.name: PushedImage(i.name, i.repository, i.tags,
+                                                         i.already_pushed or DIGEST_AFTER_PUSH)
+                                     for i in images})
+    return [Step(s["id"], s["kind"], describe(s), half="deploy", detail=s)
+            for s in plan_deploy(cfg, release, target.services)]

@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from stackpatch.errors import FaultError, StackpatchError, UserError
+from stackpatch.errors import EngineError, FaultError, StackpatchError, UserError
 from stackpatch.release import journal as J
+from stackpatch.release.converge import wait_converged
 from stackpatch.release.deploy_plan import undo_order
-from stackpatch.target import rollout
+from stackpatch.reporter import Reporter
+from stackpatch.targets.base import LABEL_RUN_ID, Target, same_image
 
 Progress = Callable[[str], None]
 
@@ -91,18 +93,21 @@ class SignalGuard:
 
 @dataclass
 class Context:
-    """Everything the steps act on. Built by deploy.py; the only path to the engine is `client`."""
+    """Everything the steps act on. Built by deploy.py; the only path to the stack is `target`, the
+    only path to a person is `reporter`."""
 
     cfg: Any
-    client: Any
+    target: Target | None
     journal: J.Journal
     run_id: str
-    registry_auth: str | None
-    progress: Progress
+    reporter: Reporter
     guard: SignalGuard
     yes: bool = False
     from_revision: str | None = None
     purge: Callable[[], Any] | None = None
+
+    def progress(self, msg: str) -> None:
+        self.reporter.info(msg)
 
 
 def _http_get(url: str, timeout: float = 5) -> tuple[int, str]:
@@ -138,16 +143,16 @@ def _retry(ctx: Context, what: str, timeout: float, fn: Callable[[], tuple[bool,
 
 def do_update(ctx: Context, step: dict, *, undo: bool = False) -> float:
     image = step["previous_image"] if undo else step["image"]
-    labels = step["previous_labels"] if undo else step["labels"]
-    full = step["full_name"]
-    live = rollout.read_service(ctx.client, ctx.cfg.target.stack, step["service"])
+    labels = dict(step["previous_labels"]) if undo else {**step["labels"], LABEL_RUN_ID: ctx.run_id}
+    svc = step["service"]
+    live = ctx.target.read_service(svc)
     if live is None:
-        raise FaultError(f"service {full} is gone from the stack: check `docker stack ps`")
-    if not rollout.same_image(str(live.image), image) or any(live.labels.get(k) != v for k, v in labels.items()):
-        order = rollout.update_image(ctx.client, full, image, labels, ctx.registry_auth, ctx.progress)
-        ctx.progress(f"{full}: → {image} ({order})")
-    return rollout.wait_converged(ctx.client, full, image, step.get("timeout", 300), ctx.progress,
-                                  stop=None if undo else ctx.guard.check, registry_auth=ctx.registry_auth)
+        raise FaultError(f"service {svc} is gone from stack {ctx.target.stack}: check `docker stack ps`")
+    if not same_image(str(live.image), image) or any(live.labels.get(k) != v for k, v in labels.items()):
+        order = ctx.target.update_image(svc, image, labels, ctx.progress)
+        ctx.progress(f"{svc}: → {image} ({order})")
+    return wait_converged(ctx.target, svc, image, step.get("timeout", 300), ctx.progress,
+                          stop=None if undo else ctx.guard.check)
 
 
 def do_gate(ctx: Context, step: dict) -> None:
@@ -168,25 +173,21 @@ def do_gate(ctx: Context, step: dict) -> None:
                     return False, f"GET {url} body does not contain {want!r}"
                 return True, "ok"
         else:
-            full = f"{cfg.target.stack}_{c['service']}"
-
             argv = [a.replace("{revision}", step["revision"]).replace("{version}", step["version"])
                     for a in c["command"]]
 
-            def probe(full=full, argv=argv) -> tuple[bool, str]:
-                code, out = rollout.exec_in_service(ctx.client, full, argv)
+            def probe(svc=c["service"], argv=argv) -> tuple[bool, str]:
+                code, out = ctx.target.exec(svc, argv, 60)
                 tail = out.strip().splitlines()[-1:] or [""]
-                return code == 0, f"`{' '.join(argv)}` in {full} exited {code}: {tail[0][:200]}"
+                return code == 0, f"`{' '.join(argv)}` in {svc} exited {code}: {tail[0][:200]}"
         _retry(ctx, f"check {name!r}", step.get("timeout", 60), probe)
         ctx.progress(f"check {name}: ok")
     if step.get("pause"):
-        from stackpatch import ui
-        if ui.is_tty():
-            import click
-            ctx.progress(f"wave {step['wave']} is live: check inside it now "
-                         f"(e.g. `docker exec -it $(docker ps -qf label=com.docker.swarm.service.name="
-                         f"{cfg.target.stack}_{cfg.target.resolved_waves()[0].services[0]}) sh`)")
-            if not click.confirm("Continue the rollout?", default=False, err=True):
+        if ctx.reporter.interactive:
+            ctx.progress(f"wave {step['wave']} is live: check inside it now (a shell in a task of "
+                         f"{cfg.target.resolved_waves()[0].services[0]} on stack {cfg.target.stack}, "
+                         f"engine {ctx.target.where})")
+            if not ctx.reporter.confirm("Continue the rollout?"):
                 raise Interrupted("stopped at the pause by the person checking the canary")
         elif ctx.yes:
             ctx.progress(f"pause after wave {step['wave']} skipped: no terminal and --yes")
@@ -194,13 +195,48 @@ def do_gate(ctx: Context, step: dict) -> None:
             raise UserError("--pause needs a terminal: run it interactively or pass --yes")
 
 
+def job_name(run_id: str, step_id: str) -> str:
+    """The release job's service name: deterministic from the run and the step (tenant included), so a
+    resumed run finds the job an interrupted one started instead of starting a second."""
+    import hashlib
+    return "sp-release-" + hashlib.sha256(f"{run_id}/{step_id}".encode()).hexdigest()[:12]
+
+
+def run_job(target: Target, name: str, step: dict, output: Callable[[str], None],
+            poll: float = 0.4) -> int:
+    """Run the step's command once (adopting a job of the same name that is still there), stream its
+    output, return its exit code. The job is removed once it ended."""
+    job_id = target.start_job(name, step["service"], step["image"], step["command"], step["env"])
+    deadline = time.monotonic() + step.get("timeout", 600)
+    seen = 0
+    while True:
+        st = target.job_status(job_id)
+        for ln in st.logs[seen:]:
+            output(ln)
+        seen = max(seen, len(st.logs))
+        if st.state == "complete":
+            break
+        if st.state in ("failed", "rejected", "shutdown", "orphaned"):
+            code = st.exit_code
+            if code is None or code == 0:
+                output(f"job task {st.state}: {st.detail}")
+                code = 125 if st.state == "rejected" else (code or 1)
+            target.remove_job(job_id)
+            return int(code)
+        if time.monotonic() >= deadline:
+            raise FaultError(f"the release command did not finish within {step.get('timeout', 600):.0f}s "
+                             "(raise migrations.timeout if it is just slow); the job is left running as "
+                             f"{name}: check it before `stackpatch resume` or `abort`")
+        time.sleep(poll)
+    target.remove_job(job_id)
+    return 0
+
+
 def do_migrate(ctx: Context, step: dict) -> None:
-    name = f"{ctx.cfg.target.stack}_sp-release-{ctx.run_id[-6:]}-{abs(hash(step['id'])) % 10000}"
     ctx.progress(f"release phase: `{' '.join(step['command'])}` once from {step['image']}"
                  + (f" ({', '.join(f'{k}={v}' for k, v in step['env'].items())})" if step["env"] else ""))
-    code = rollout.run_once(ctx.client, step["full_name"], step["image"], step["command"], step["env"],
-                            step.get("timeout", 600), lambda ln: ctx.progress(f"  │ {ln}"), name,
-                            ctx.registry_auth, stop=None)  # never killed mid-migration: a signal acts after it
+    # never interrupted mid-migration: a signal acts after it
+    code = run_job(ctx.target, job_name(ctx.run_id, step["id"]), step, lambda ln: ctx.progress(f"  │ {ln}"))
     if code != 0:
         raise FaultError(f"the release command `{' '.join(step['command'])}` exited {code}")
 
@@ -260,7 +296,7 @@ def run_steps(ctx: Context, steps: list[dict], *, op: str, version: str | None, 
         detail = _describe(e)
         if current:
             jr.append("result", step=current, ok=False, detail=detail)
-        if _is_unreachable(e):
+        if _is_unreachable(ctx, e):
             jr.append("state", state=J.INTERRUPTED, detail=f"target unreachable at {current}: {detail}")
             res.state, res.detail = J.INTERRUPTED, detail
             raise TargetUnreachable(
@@ -330,10 +366,10 @@ def rollback(ctx: Context, steps: list[dict], touched: list[str], from_revision:
             except BaseException as e:  # noqa: BLE001
                 jr.append("result", step=sid, undo=True, ok=False, detail=_describe(e))
                 jr.append("state", state=J.ROLLBACK_FAILED, detail=f"undo {sid}: {_describe(e)}")
-                ctx.progress(f"rollback of {step['full_name']} failed: {_describe(e)}")
+                ctx.progress(f"rollback of {step['service']} failed: {_describe(e)}")
                 return J.ROLLBACK_FAILED
             jr.append("result", step=sid, undo=True, ok=True, seconds=round(took, 3))
-            ctx.progress(f"{step['full_name']}: back on {step['previous_image']}")
+            ctx.progress(f"{step['service']}: back on {step['previous_image']}")
         if ctx.cfg.target.front_url and from_revision:
             try:
                 check_serving(ctx, ctx.cfg.target.front_url.rstrip("/") + "/version", from_revision,
@@ -362,15 +398,15 @@ def _describe(e: BaseException) -> str:
         return "interrupted by SIGINT"
     if isinstance(e, StackpatchError):
         return str(e)
-    return f"{type(e).__name__}: {rollout._short(e)}"
+    return f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
 
 
-def _is_unreachable(e: BaseException) -> bool:
-    return isinstance(e, TargetUnreachable) or (not isinstance(e, StackpatchError) and rollout.unreachable(e))
+def _is_unreachable(ctx: Context, e: BaseException) -> bool:
+    return isinstance(e, TargetUnreachable) or (ctx.target is not None and ctx.target.is_unreachable(e))
 
 
 def _as_fault(e: BaseException, msg: str) -> StackpatchError:
-    if isinstance(e, UserError):
+    if isinstance(e, UserError) and not isinstance(e, EngineError):
         return UserError(msg)
     if isinstance(e, (Interrupted, KeyboardInterrupt)):
         return Interrupted(msg)

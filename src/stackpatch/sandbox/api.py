@@ -464,8 +464,8 @@ def fork(info: SandboxInfo, dst: Path, stack: str, timeout: float = 180) -> Fork
 def remove_stack(stack: str, timeout: float = 120) -> dict[str, int]:
     """Remove a stack and its volumes and networks, waiting for its tasks to stop first, and the deploy
     lock a run on it may have left (a Swarm config object; it carries no stack label)."""
-    from stackpatch.target import lock
+    from stackpatch.targets.swarm import lock_name
     c = engine.client()
-    for cfg in c.api.configs(filters={"name": lock.lock_name(stack)}):
+    for cfg in c.api.configs(filters={"name": lock_name(stack)}):
         c.api.remove_config(cfg["ID"])
     return stack_mod.remove(c, stack, timeout=timeout)

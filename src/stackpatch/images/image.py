@@ -9,16 +9,15 @@ from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 import docker
 import docker.errors
 
-from stackpatch import ui
-from stackpatch.build.engine import buildkit_available, cli_env, docker_cli
-from stackpatch.build.registry import Credentials
+from stackpatch.images.engine import buildkit_available, cli_env, docker_cli
+from stackpatch.images.registry import Credentials
+from stackpatch.reporter import Reporter
 from stackpatch.errors import FaultError, UserError
-from stackpatch.target.base import OCI_REVISION, OCI_VERSION
+from stackpatch.targets.base import OCI_REVISION, OCI_VERSION
 
 OCI_SOURCE = "org.opencontainers.image.source"
 OCI_CREATED = "org.opencontainers.image.created"
@@ -101,7 +100,7 @@ def ensure_cache_image(client: docker.DockerClient, ref: str | None, creds: Cred
     """The deployed image, pulled when absent locally; None (and a log line) when it cannot be had."""
     if not ref:
         return None
-    from stackpatch.target.base import ImageRef
+    from stackpatch.targets.base import ImageRef
     r = ImageRef.parse(ref)
     local = f"{r.repository}@{r.digest}" if r.digest else str(r)
     try:
@@ -152,7 +151,7 @@ def _is_step(line: str, buildkit: bool) -> bool:
 
 def build(client: docker.DockerClient, spec: BuildSpec, workdir: Path, *, version: str, revision: str,
           source: str, log: BuildLog, creds: Credentials | None, deadline: float,
-          echo: Callable[[str], None] | None = None) -> BuiltImage:
+          reporter: Reporter) -> BuiltImage:
     """Build one image; BuildError with the log's tail shown when the Dockerfile fails."""
     ctx = workdir / spec.context
     dockerfile = workdir / spec.dockerfile
@@ -169,7 +168,6 @@ def build(client: docker.DockerClient, spec: BuildSpec, workdir: Path, *, versio
     argv = build_argv(spec, workdir, labels, bk, cache)
     log.write("==> " + " ".join(argv))
     t0 = time.monotonic()
-    echo = echo or (lambda s: ui.err.print(f"  [dim]{s}[/]", markup=True, highlight=False))
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             text=True, errors="replace", env=cli_env(DOCKER_BUILDKIT="1" if bk else "0"))
     try:
@@ -177,7 +175,7 @@ def build(client: docker.DockerClient, spec: BuildSpec, workdir: Path, *, versio
         for line in proc.stdout:
             log.write(line)
             if _is_step(line, bk):
-                echo(line.rstrip()[:160].replace("[", "\\["))
+                reporter.info("  " + line.rstrip()[:160])
             if time.monotonic() > deadline:
                 proc.kill()
                 raise FaultError(f"image {spec.name!r}: the build exceeded timeouts.build; log: {log.path}")
@@ -190,9 +188,9 @@ def build(client: docker.DockerClient, spec: BuildSpec, workdir: Path, *, versio
     seconds = time.monotonic() - t0
     if rc != 0:
         tail = list(log.tail)[-15:]
-        ui.err.print(f"[red]build of {spec.name} failed; last lines of {log.path}:[/]")
+        reporter.warn(f"build of {spec.name} failed; last lines of {log.path}:")
         for ln in tail:
-            ui.err.print("  " + ln, markup=False, highlight=False)
+            reporter.info("  " + ln)
         text = "\n".join(log.tail).lower()
         if "no space left on device" in text:
             raise DiskFullError(f"image {spec.name!r}: the disk is full (no space left on device); free space "

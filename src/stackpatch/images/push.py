@@ -8,7 +8,6 @@ cross-checked against the registry's `Docker-Content-Digest` for each tag.
 from __future__ import annotations
 
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
@@ -16,10 +15,10 @@ from typing import Callable, Iterable
 import docker
 import docker.errors
 
-from stackpatch import ui
-from stackpatch.build.registry import Credentials, Registry, RegistryError, split_repository
+from stackpatch.images.registry import Credentials, Registry, RegistryError, split_repository
 from stackpatch.errors import FaultError
 from stackpatch.release.model import PushedImage
+from stackpatch.reporter import Reporter
 
 
 class PushError(RegistryError):
@@ -102,41 +101,9 @@ def _explain(msg: str, tag: str) -> str:
     return f"the push of {tag} failed: {msg[:200]}"
 
 
-class _Printer:
-    """Bytes per layer: a Rich progress bar on a terminal, plain lines otherwise (stderr either way)."""
-
-    def __init__(self, label: str):
-        self.label = label
-        self.tty = sys.stderr.isatty()
-        self.printed: dict[str, str] = {}
-        self._progress = None
-        self._tasks: dict[str, int] = {}
-        if self.tty:
-            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
-            self._progress = Progress(TextColumn("  {task.description}"), BarColumn(), DownloadColumn(),
-                                      console=ui.err, transient=True)
-            self._progress.start()
-
-    def __call__(self, lid: str, lp: LayerProgress) -> None:
-        if self._progress is not None:
-            if lid not in self._tasks:
-                self._tasks[lid] = self._progress.add_task(f"{self.label} {lid[:12]}", total=lp.total or None)
-            self._progress.update(self._tasks[lid], completed=lp.current, total=lp.total or None,
-                                  description=f"{self.label} {lid[:12]} {lp.state}")
-            return
-        if lp.state in ("Pushed", "Layer already exists") or lp.state.startswith("Mounted"):
-            if self.printed.get(lid) != lp.state:
-                self.printed[lid] = lp.state
-                size = f" {lp.total or lp.current} bytes" if lp.state == "Pushed" else ""
-                ui.err.print(f"  {self.label} layer {lid[:12]}: {lp.state}{size}", markup=False, highlight=False)
-
-    def close(self) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-
-
 def push_image(client: docker.DockerClient, reg: Registry, creds: Credentials | None, name: str,
-               repository: str, tags: tuple[str, ...], image_id: str, deadline: float) -> PushedImage:
+               repository: str, tags: tuple[str, ...], image_id: str, deadline: float,
+               reporter: Reporter) -> PushedImage:
     """Push every tag of one image; check the local tags still are `image_id` (the verified image)."""
     for t in tags:
         try:
@@ -150,15 +117,16 @@ def push_image(client: docker.DockerClient, reg: Registry, creds: Credentials | 
     digest = ""
     _, rname = split_repository(repository)
     for t in tags:
-        printer = _Printer(f"{name}:{t}")
+        transfer = reporter.transfer(f"{name}:{t}")
         try:
             stream = client.api.push(repository, tag=t, stream=True, decode=True,
                                      auth_config=creds.auth_config() if creds else None)
-            res = read_stream(_until(stream, deadline, t), t, printer)
+            res = read_stream(_until(stream, deadline, t), t,
+                              lambda lid, lp: transfer.update(lid, lp.state, lp.current, lp.total))
         except docker.errors.DockerException as e:
             raise FaultError(f"the push of {repository}:{t} failed: {' '.join(str(e).split())[:200]}") from None
         finally:
-            printer.close()
+            transfer.close()
         if digest and res.digest != digest:
             raise FaultError(f"{repository}:{t} was pushed as {res.digest}, but {tags[0]} as {digest}: "
                              "the tags must hold one image; ship again")
@@ -168,7 +136,7 @@ def push_image(client: docker.DockerClient, reg: Registry, creds: Credentials | 
         if reg_digest != res.digest:
             raise FaultError(f"registry {reg.host} reports {rname}:{t} at {reg_digest or 'nothing'}, but the push "
                              f"stream said {res.digest}: re-run `stackpatch ship`")
-        ui.ok(f"pushed {repository}:{t} {res.digest} ({res.layers_pushed} layer(s), {res.bytes_pushed} bytes moved, "
+        reporter.ok(f"pushed {repository}:{t} {res.digest} ({res.layers_pushed} layer(s), {res.bytes_pushed} bytes moved, "
               f"{res.layers_skipped} already there)")
     return PushedImage(name=name, repository=repository, tags=tuple(tags), digest=digest, bytes_pushed=total)
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from stackpatch import config as config_mod
 from stackpatch.errors import EngineError
-from stackpatch.target.swarm import SwarmTarget
 
 
 def has_target(root: Path) -> bool:
@@ -31,7 +30,9 @@ def deployed_version(root: Path) -> tuple[str | None, str]:
         return None, "no [target] in stackpatch.toml" if path.is_file() else "no stackpatch.toml"
     cfg = config_mod.load(path)
     try:
-        version, revision = SwarmTarget.from_config(cfg).deployed_release(cfg)
+        from stackpatch import targets
+        from stackpatch.targets.base import deployed_release
+        version, revision = deployed_release(targets.for_config(cfg).read_state(), cfg)
     except EngineError as e:
         return None, f"target unreachable ({e})"
     if version is None:

@@ -22,11 +22,11 @@ from pathlib import Path
 import docker
 import docker.errors
 
-from stackpatch import ui
-from stackpatch.build.engine import cli_env, docker_cli
-from stackpatch.build.image import BuiltImage
+from stackpatch.images.engine import cli_env, docker_cli
+from stackpatch.images.image import BuiltImage
 from stackpatch.config import Config, HttpCheck
 from stackpatch.errors import FaultError, UserError
+from stackpatch.reporter import Reporter
 
 STACK_LABEL = "com.docker.stack.namespace"
 
@@ -181,7 +181,7 @@ def teardown(client: docker.DockerClient, stack: str, docker_host: str | None, t
 
 
 def verify(client: docker.DockerClient, cfg: Config, workdir: Path, built: dict[str, BuiltImage],
-           version: str, revision: str, check_timeout: float) -> VerifyResult:
+           version: str, revision: str, check_timeout: float, reporter: Reporter) -> VerifyResult:
     v = cfg.verify
     assert v.stack_file
     stack_file = workdir / v.stack_file
@@ -193,7 +193,7 @@ def verify(client: docker.DockerClient, cfg: Config, workdir: Path, built: dict[
     env = cli_env(v.docker_host, STACKPATCH_VERIFY_PORT=str(port), FRONT_PORT=str(port), STACKPATCH_VERSION=version,
                   STACKPATCH_REVISION=revision, **{env_name(n): b.local_ref for n, b in built.items()})
     t0 = time.monotonic()
-    ui.step(f"verify: deploying throwaway stack {stack} from {v.stack_file}")
+    reporter.step(f"verify: deploying throwaway stack {stack} from {v.stack_file}")
     try:
         res = subprocess.run([docker_cli(), "stack", "deploy", "--resolve-image", "never", "--prune",
                               "-c", str(stack_file), stack], capture_output=True, text=True, env=env,
@@ -208,19 +208,19 @@ def verify(client: docker.DockerClient, cfg: Config, workdir: Path, built: dict[
             if ok:
                 break
             if what != last:
-                ui.info(f"  verify: waiting: {what}")
+                reporter.info(f"  verify: waiting: {what}")
                 last = what
             if time.monotonic() >= deadline:
                 raise VerifyError(f"verify stack never became healthy within {v.timeout:.0f}s ({what}); "
                                   "nothing was pushed")
             time.sleep(1)
-        ui.ok(f"verify: stack healthy in {time.monotonic() - t0:.1f}s")
+        reporter.ok(f"verify: stack healthy in {time.monotonic() - t0:.1f}s")
         pport = _published_port(_stack_services(client, stack)) or port
         url = f"http://127.0.0.1:{pport}"
         values = {"revision": revision, "version": version, "front_url": url, "verify_url": url}
         for c in v.checks:
             run_check(client, stack, c, values, check_timeout)
-            ui.ok(f"verify: check {c.name} passed")
+            reporter.ok(f"verify: check {c.name} passed")
         # the images that ran are the images that will be pushed
         for n, b in built.items():
             if client.api.inspect_image(b.local_ref)["Id"] != b.image_id:

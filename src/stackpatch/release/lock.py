@@ -1,0 +1,68 @@
+"""The deploy lock's policy, over any Target: take it (atomically, naming the holder when refused),
+hand it back, break an expired one. The lock itself lives ON the target (Target.create_lock), so every
+machine sees it; its data is owner, host, pid, version, run id, start and expiry (no secrets).
+"""
+
+from __future__ import annotations
+
+import time
+
+from stackpatch.errors import UserError
+from stackpatch.targets.base import LockInfo, Target
+
+
+class LockHeld(UserError):
+    """Someone else holds the lock."""
+
+
+def describe(info: LockInfo, now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    age = max(0, int(now - info.started_at))
+    left = int(info.expires_at - now)
+    when = f"expires in {left}s" if left > 0 else f"expired {-left}s ago"
+    return (f"{info.owner} on {info.host} (pid {info.pid}, run {info.run_id}, version {info.version}, "
+            f"started {age}s ago, {when})")
+
+
+def acquire(target: Target, info: LockInfo, *, take_over_run: bool = False) -> LockInfo:
+    """Take the lock or raise LockHeld naming the holder.
+
+    With take_over_run, a lock held by the SAME run id (a run resumed after kill -9) is replaced by a
+    fresh one; any other holder is refused.
+    """
+    stack = target.stack
+    for _ in range(2):
+        if target.create_lock(info):
+            return info
+        holder = target.read_lock()
+        if holder is None:
+            continue  # released between our create and read: try once more
+        if take_over_run and holder.run_id == info.run_id:
+            target.remove_lock(holder.run_id)
+            continue
+        hint = ("it has expired: `stackpatch unlock --force` breaks it"
+                if holder.expired(time.time()) else "wait for it, or ask them")
+        raise LockHeld(f"stack {stack} is locked by {describe(holder)}: {hint}")
+    raise LockHeld(f"stack {stack}: the lock changed hands while taking it; retry")
+
+
+def release(target: Target, run_id: str) -> bool:
+    """Remove the lock if `run_id` holds it. True when removed."""
+    return target.remove_lock(run_id)
+
+
+def break_lock(target: Target, *, force: bool, now: float | None = None) -> LockInfo | None:
+    """`unlock --force`: remove an EXPIRED lock. A live lock is refused with its holder's name."""
+    stack = target.stack
+    holder = target.read_lock()
+    if holder is None:
+        return None
+    now = time.time() if now is None else now
+    if not holder.expired(now):
+        raise LockHeld(f"stack {stack} is locked by {describe(holder, now)}: it has not expired; "
+                       "it is released when that run ends (or `stackpatch abort` on their machine)")
+    if not force:
+        raise UserError(f"stack {stack} has an expired lock of {describe(holder, now)}: "
+                        "break it with `stackpatch unlock --force`")
+    target.remove_lock(None)
+    return holder

@@ -1,0 +1,345 @@
+"""The deploy state machine (run_steps, rollback, resume, abort) against the in-memory target: every
+path, including the ones a real swarm rarely shows (an unhealthy new task, a converge timeout, a
+failing gate or serving check, a rollback that fails, the transient-failure retry, Swarm's own
+automatic rollback), in milliseconds. The real-swarm tests run the same code against Docker.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from stackpatch import config
+from stackpatch.errors import FaultError, UserError
+from stackpatch.release import deploy as D
+from stackpatch.release import journal as J
+from stackpatch.release.model import PushedImage, Release
+from stackpatch.release.runner import job_name
+from stackpatch.reporter import Recorder
+
+from tests.fakes.cloudflare import FakeCloudflare
+from tests.fakes.memory_target import MemoryTarget
+
+OLD_REV, NEW_REV = "1" * 40, "2" * 40
+OLD = {"phpfiles": "reg.example:5000/acme/app:git-commit-1111111@sha256:" + "a" * 64,
+       "phpha": "reg.example:5000/acme/app:git-commit-1111111@sha256:" + "a" * 64,
+       "web": "reg.example:5000/acme/front:git-commit-1111111@sha256:" + "b" * 64}
+NEW_APP = "reg.example:5000/acme/app:git-commit-2222222@sha256:" + "c" * 64
+NEW_FRONT = "reg.example:5000/acme/front:git-commit-2222222@sha256:" + "d" * 64
+
+TOML = """
+[registry]
+host = "reg.example:5000"
+namespace = "acme"
+[images.app]
+repository = "app"
+[images.front]
+repository = "front"
+[target]
+stack = "acme-prod"
+front_url = "{front}"
+services = {{ phpfiles = "app", phpha = "app", web = "front" }}
+[[target.waves]]
+name = "canary"
+services = ["phpfiles"]
+[[target.waves]]
+name = "rest"
+services = ["phpha", "web"]
+[[target.checks]]
+name = "front serves the release"
+url = "{{front_url}}/version"
+body_contains = "{{revision}}"
+[[target.checks]]
+name = "app shell works"
+service = "phpfiles"
+command = ["true"]
+[migrations]
+service = "phpfiles"
+command = ["python3", "/app/migrate.py"]
+tenants = ["alpha", "beta"]
+[timeouts]
+converge = 1.5
+check = 1
+"""
+
+
+class Front:
+    """The app's front as a real local HTTP server: /version answers the revision the memory target's
+    `web` service is labelled with, as the sandbox's front answers the revision its tasks run."""
+
+    def __init__(self, target: MemoryTarget):
+        self.target = target
+        self.stale = False  # serve the old revision whatever runs (a CDN or proxy that never updates)
+        front = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802
+                rev = OLD_REV if front.stale else front.target.services["web"].labels.get("stackpatch.revision",
+                                                                                          OLD_REV)
+                body = json.dumps({"revision": rev}).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def world(tmp_path):
+    target = MemoryTarget("acme-prod", OLD, replicas={"phpha": 2},
+                          labels={n: {"stackpatch.version": "26.11.1", "stackpatch.revision": OLD_REV} for n in OLD})
+    front = Front(target)
+    (tmp_path / "stackpatch.toml").write_text(TOML.format(front=front.url))
+    try:
+        yield config.load(tmp_path), target, front
+    finally:
+        front.close()
+
+
+def release() -> Release:
+    return Release("26.11.1b", NEW_REV, {
+        "app": PushedImage("app", "reg.example:5000/acme/app", ("git-commit-2222222", "26.11.1b"), "sha256:" + "c" * 64),
+        "front": PushedImage("front", "reg.example:5000/acme/front", ("git-commit-2222222", "26.11.1b"),
+                             "sha256:" + "d" * 64)})
+
+
+def records(cfg) -> list[dict]:
+    [path] = sorted(J.runs_dir(cfg.root).glob("*.jsonl"))[-1:]
+    return J.read_records(path)
+
+
+def states(cfg) -> list[str]:
+    return [r["state"] for r in records(cfg) if r["kind"] == "state"]
+
+
+def intents(cfg) -> list[str]:
+    return [r["step"] for r in records(cfg) if r["kind"] == "intent" and not r.get("undo")]
+
+
+def holder_exits(target: MemoryTarget) -> None:
+    """The run that holds the lock ends (as the CLI process of an interrupted run does): its pid is dead."""
+    import dataclasses
+    target.lock = dataclasses.replace(target.lock, pid=_dead_pid())
+
+
+def _dead_pid() -> int:
+    import subprocess
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def deploy(cfg, target, **kw):
+    return D.deploy(cfg, release(), yes=True, pause=False, reporter=Recorder(), target=target, **kw)
+
+
+def test_a_deploy_runs_every_step_in_order_and_releases_the_lock(world):
+    cfg, target, _ = world
+    res = deploy(cfg, target)
+    assert res.state == J.DEPLOYED
+    assert intents(cfg) == ["update:phpfiles", "gate:canary", "migrate:alpha", "migrate:beta", "update:phpha",
+                            "update:web", "gate:rest", "serving"]
+    assert target.images() == {"phpfiles": NEW_APP, "phpha": NEW_APP, "web": NEW_FRONT}
+    assert {s.labels["stackpatch.run-id"] for s in target.services.values()} == {res.run_id}
+    assert target.services["phpha"].labels["stackpatch.previous-image"] == OLD["phpha"]
+    # one job per tenant, each removed, named from the run and the step
+    assert target.job_starts == [job_name(res.run_id, "migrate:alpha"), job_name(res.run_id, "migrate:beta")]
+    assert all(j.removed for j in target.jobs.values())
+    assert [j.env for j in target.jobs.values()] == [{"DATA": "alpha"}, {"DATA": "beta"}]
+    assert target.lock is None
+    start = records(cfg)[0]
+    assert start["target"] == {"kind": "memory", "where": "memory://acme-prod"}
+    assert (start["from_version"], start["from_revision"]) == ("26.11.1", OLD_REV)
+
+
+def test_the_gate_runs_a_release_check_only_once_its_service_runs_the_release(world):
+    cfg, target, front = world
+    res = deploy(cfg, target)
+    gates = {r["step"]: [c["name"] for c in r["checks"]] for r in records(cfg) if r["kind"] == "intent"
+             and r["step_kind"] == "gate"}
+    assert gates == {"gate:canary": ["app shell works"], "gate:rest": ["front serves the release", "app shell works"]}
+    assert res.ok
+
+
+@pytest.mark.parametrize("behaviour, why", [
+    ("unhealthy", "1 unhealthy"),            # runs, but its healthcheck fails: never converges
+    ("stuck", "did not converge within"),    # never starts: the converge timeout
+    ("crash", "exited with code 1"),         # Swarm pauses the update on a crash
+    ("swarm-rollback", "rolled the service back by itself"),  # Swarm's own rollback is a failure
+])
+def test_a_canary_that_does_not_converge_rolls_back_to_the_recorded_images(world, behaviour, why):
+    cfg, target, _ = world
+    target.behaviour[NEW_APP] = behaviour
+    with pytest.raises(FaultError, match="rolled back") as e:
+        deploy(cfg, target)
+    assert why in str(e.value) and "update:phpfiles" in str(e.value)
+    assert target.images() == OLD
+    assert target.services["phpfiles"].labels["stackpatch.revision"] == OLD_REV
+    assert "stackpatch.run-id" not in target.services["phpfiles"].labels  # the previous labels, exactly
+    assert intents(cfg) == ["update:phpfiles"]
+    assert states(cfg)[-2:] == [J.ROLLING_BACK, J.ROLLED_BACK]
+    assert target.job_starts == []  # no migration ran
+    assert target.lock is None
+
+
+def test_a_failure_in_the_last_wave_undoes_every_service_newest_first(world):
+    cfg, target, _ = world
+    target.behaviour[NEW_FRONT] = "unhealthy"
+    with pytest.raises(FaultError, match="rolled back"):
+        deploy(cfg, target)
+    assert target.images() == OLD
+    undo = [r["step"] for r in records(cfg) if r["kind"] == "intent" and r.get("undo")]
+    assert undo == ["update:web", "update:phpha", "update:phpfiles"]
+    assert states(cfg)[-1] == J.ROLLED_BACK
+
+
+def test_a_transient_engine_failure_is_retried_not_rolled_back(world):
+    cfg, target, _ = world
+    target.behaviour[NEW_APP] = "flaky"
+    res = deploy(cfg, target)
+    assert res.state == J.DEPLOYED and target.images()["phpfiles"] == NEW_APP
+    assert target.services["phpfiles"].retried
+
+
+def test_a_failing_gate_rolls_back(world):
+    cfg, target, _ = world
+    target.exec_results["phpfiles"] = (1, "permission denied\n")
+    with pytest.raises(FaultError, match=r"check 'app shell works' failed .*exited 1: permission denied"):
+        deploy(cfg, target)
+    assert target.images() == OLD and intents(cfg) == ["update:phpfiles", "gate:canary"]
+    assert states(cfg)[-1] == J.ROLLED_BACK and target.lock is None
+
+
+def test_a_failing_serving_check_rolls_back(world):
+    cfg, target, front = world
+    cfg = cfg.model_copy(update={"target": cfg.target.model_copy(update={"checks": []})})
+    front.stale = True  # the front keeps answering the old revision
+    with pytest.raises(FaultError, match=r"serves revision 1111111111111111111111111111111111111111, expected 2222"):
+        deploy(cfg, target)
+    assert intents(cfg)[-1] == "serving"
+    assert target.images() == OLD and states(cfg)[-1] == J.ROLLED_BACK
+
+
+def test_a_failing_migration_rolls_back_the_canary(world):
+    cfg, target, _ = world
+    target.job_exit["beta"] = 3
+    with pytest.raises(FaultError, match=r"exited 3.*rolled back"):
+        deploy(cfg, target)
+    assert intents(cfg) == ["update:phpfiles", "gate:canary", "migrate:alpha", "migrate:beta"]
+    assert target.images() == OLD and all(j.removed for j in target.jobs.values())
+
+
+def test_a_rollback_that_fails_keeps_the_lock_and_says_what_to_do(world):
+    cfg, target, _ = world
+    target.behaviour[NEW_FRONT] = "crash"
+    target.behaviour[OLD["phpha"]] = "refuse"   # the engine refuses to put phpha back
+    with pytest.raises(FaultError, match=r"the rollback did not complete: the lock stays held; fix the target, "
+                                         r"then `stackpatch abort`"):
+        deploy(cfg, target)
+    assert states(cfg)[-1] == J.ROLLBACK_FAILED
+    assert target.lock is not None
+    assert target.images()["web"] == OLD["web"]  # undone before phpha failed
+    # once the engine accepts it again, abort finishes the job
+    del target.behaviour[OLD["phpha"]]
+    holder_exits(target)
+    res = D.abort(cfg, reporter=Recorder(), target=target)
+    assert res.state == J.ABORTED and target.images() == OLD and target.lock is None
+
+
+def test_target_lost_mid_run_keeps_the_lock_then_resume_finishes_without_redoing(world):
+    cfg, target, _ = world
+    target.unreachable_after["update_image"] = 1  # the second service update finds the engine gone
+    with pytest.raises(FaultError, match="target stopped answering at step update:phpha .*stackpatch resume"):
+        deploy(cfg, target)
+    assert states(cfg)[-1] == J.INTERRUPTED and target.lock is not None
+    holder_exits(target)
+    # still gone: resume refuses in one line, changes nothing
+    with pytest.raises(UserError, match="does not answer"):
+        D.resume(cfg, reporter=Recorder(), target=target)
+    target.reachable = True
+    target.unreachable_after.clear()
+    res = D.resume(cfg, reporter=Recorder(), target=target)
+    assert res.state == J.DEPLOYED and target.images() == {"phpfiles": NEW_APP, "phpha": NEW_APP, "web": NEW_FRONT}
+    assert len(target.job_starts) == 2  # the migrations done before the loss did not run again
+    assert target.lock is None
+
+
+def test_target_lost_during_a_migration_then_resume_adopts_the_job(world):
+    cfg, target, _ = world
+    target.job_polls = 3
+    target.unreachable_after["job_status"] = 1  # the engine goes away while migrate:alpha runs
+    with pytest.raises(FaultError, match="target stopped answering at step migrate:alpha"):
+        deploy(cfg, target)
+    target.reachable = True
+    target.unreachable_after.clear()
+    holder_exits(target)
+    res = D.resume(cfg, reporter=Recorder(), target=target)
+    assert res.state == J.DEPLOYED
+    # the job of the interrupted run was adopted by name, never started a second time
+    assert target.job_starts == [job_name(res.run_id, "migrate:alpha"), job_name(res.run_id, "migrate:beta")]
+
+
+def test_abort_restores_every_recorded_image_and_releases_the_lock(world):
+    cfg, target, _ = world
+    target.unreachable_after["update_image"] = 2
+    with pytest.raises(FaultError):
+        deploy(cfg, target)
+    target.reachable = True
+    target.unreachable_after.clear()
+    holder_exits(target)
+    res = D.abort(cfg, reporter=Recorder(), target=target)
+    assert res.state == J.ABORTED and target.images() == OLD and target.lock is None
+    with pytest.raises(UserError, match="nothing to abort"):
+        D.abort(cfg, reporter=Recorder(), target=target)
+
+
+def test_a_second_run_is_refused_by_the_lock_naming_its_holder(world):
+    cfg, target, _ = world
+    from stackpatch.release import lock
+    from stackpatch.targets.base import LockInfo
+    target.create_lock(LockInfo("bob", "ci-7", 99, "26.11.1c", "other-run", 0.0, 9e12))
+    with pytest.raises(lock.LockHeld, match="locked by bob on ci-7"):
+        deploy(cfg, target)
+    assert target.updates == [] and not J.runs_dir(cfg.root).exists()
+
+
+def test_rollback_command_returns_to_the_images_the_last_run_replaced(world):
+    cfg, target, _ = world
+    deploy(cfg, target)
+    res = D.rollback(cfg, reporter=Recorder(), target=target)
+    assert res.state == J.DEPLOYED and res.op == "rollback"
+    assert target.images() == OLD
+    assert target.services["web"].labels["stackpatch.revision"] == OLD_REV
+
+
+def test_the_purge_is_sent_after_success_only(world, tmp_path, monkeypatch):
+    cfg, target, _ = world
+    cf = FakeCloudflare().start()
+    try:
+        monkeypatch.setenv("SP_MEM_CF_TOKEN", cf.token)
+        text = (cfg.root / "stackpatch.toml").read_text()
+        (cfg.root / "stackpatch.toml").write_text(
+            text + f'[cdn]\nzone = "{cf.zone}"\napi_url = "{cf.api_url}"\ntoken_env = "SP_MEM_CF_TOKEN"\n')
+        cfg = config.load(cfg.root)
+        target.behaviour[NEW_APP] = "crash"
+        with pytest.raises(FaultError):
+            deploy(cfg, target)
+        assert cf.accepted == []
+        del target.behaviour[NEW_APP]
+        res = deploy(cfg, target)
+        assert res.state == J.DEPLOYED and cf.accepted == [{"purge_everything": True}]
+    finally:
+        cf.stop()
