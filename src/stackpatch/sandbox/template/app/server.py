@@ -42,6 +42,13 @@ DB_CONNECTIONS = int(os.environ.get("DB_CONNECTIONS", "8"))
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 
 
+def slow(what: str, since: float, limit: float = 0.5) -> None:
+    """One line on stderr when `what` took longer than `limit` seconds."""
+    took = time.monotonic() - since
+    if took > limit:
+        sys.stderr.write(f"acme app: {what} took {took:.2f}s\n")
+
+
 class Database:
     """A small pool of PostgreSQL connections, opened on first use (psycopg2 is imported lazily so that
     the server also runs where it is not installed, without a database)."""
@@ -59,12 +66,16 @@ class Database:
         with self.slots:
             with self.lock:
                 conn = self.free.pop() if self.free else None
+            t0 = time.monotonic()
             if conn is None or conn.closed:
                 conn = psycopg2.connect(self.url, connect_timeout=3)
+                slow("connecting to the database", t0)
+            t1 = time.monotonic()
             try:
                 with conn, conn.cursor() as cur:  # one transaction: committed on success, rolled back on error
                     cur.execute(sql, args)
                     rows = cur.fetchall() if cur.description else []
+                slow(sql.split(None, 1)[0], t1)
             except Exception:
                 conn.close()  # a connection that failed never goes back to the pool
                 raise
