@@ -15,6 +15,7 @@ The 500 requests/s version, against the manual routine's stop-first redeploy, is
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.request
 
@@ -27,6 +28,18 @@ pytestmark = pytest.mark.docker
 
 RATE = 100
 BEFORE_S = 10.0  # the baseline: the same load with nothing deploying
+
+
+def print_proxy_and_app_errors(stack: str, t0: float) -> None:
+    """What the edge logged (it logs only errors, retries and redispatches), nginx's errors and the app's
+    slow database calls, with seconds since the deploy started: to read when a figure is off."""
+    import docker
+    c = docker.from_env()
+    for svc in ("edge", "web", "phpha", "phpfiles"):
+        for ctr in c.containers.list(all=True, filters={"label": f"com.docker.swarm.service.name={stack}_{svc}"}):
+            for line in ctr.logs(timestamps=True, since=int(t0) - 15).decode(errors="replace").splitlines():
+                if any(k in line for k in ("[error]", " took ", "/<NOSRV>", " 50", "DOWN", "draining")):
+                    print(f"  {svc}: {line[:220]}")
 
 
 def test_no_request_fails_during_the_rollout(sandbox, fork, tmp_path):
@@ -59,7 +72,8 @@ def test_no_request_fails_during_the_rollout(sandbox, fork, tmp_path):
           "phases: " + ", ".join(f"{k} {v[1] - v[0]:.1f}s" for k, v in spans.items() if None not in v))
     print(f"failed {len(failed)}; p99 before {p99(before):.1f} ms, during {p99(during):.1f} ms; slowest "
           f"{slowest.latency_ms:.0f} ms ({slowest.method} at {slowest.ts - t_start:+.1f}s); longest gap "
-          f"{summary['longest_gap_s']:.2f}s; POSTs {json.dumps(posts)}")
+          f"{summary['longest_gap_s']:.2f}s; POSTs {json.dumps(posts)}; load average {os.getloadavg()}")
+    print_proxy_and_app_errors(fork.stack, t_start)
 
     assert len(before) >= RATE * BEFORE_S * 0.9 and len(during) >= RATE * 10  # the load really ran
     assert {"update:phpfiles", "update:phpha", "update:web"} <= set(spans)  # all three were replaced
