@@ -4,14 +4,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 SANDBOX_DIR ?= $(CURDIR)/.sandbox
 
-.PHONY: setup venv demo test test-fast bench clean-sandbox docs
+.PHONY: setup venv demo test test-fast bench clean-sandbox docs report-png
 
-setup: venv
+# the system packages first (python3-venv among them: Debian's python3 cannot make a venv without it)
+setup:
 	bash scripts/setup-system.sh
+	@$(MAKE) --no-print-directory venv
 
 venv: $(BIN)/stackpatch
 
 $(BIN)/stackpatch: pyproject.toml
+	@$(PY) -c 'import ensurepip, venv' 2>/dev/null || { echo "make: $(PY) cannot create a venv: run 'make setup' as root (it installs python3-venv)" >&2; exit 2; }
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip >/dev/null 2>&1 || true
 	$(BIN)/pip install -q -e '.[test]'
@@ -24,7 +27,7 @@ test: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test-fast: venv
-	$(BIN)/python -m pytest -q -m "not docker" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -m "not docker and not browser" $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/pip install -q -e '.[bench]'
@@ -32,6 +35,11 @@ bench: setup
 
 docs: venv
 	$(BIN)/python -m stackpatch.config > docs/config.md
+
+# docs/report.png: Chromium's screenshot of the report page of a real ship on a sandbox fork (the browser test)
+report-png: setup
+	STACKPATCH_REPORT_PNG=$(CURDIR)/docs/report.png $(BIN)/python -m pytest -q -p no:cacheprovider \
+		tests/test_report_browser.py -k real_ship
 
 clean-sandbox: venv
 	$(BIN)/stackpatch sandbox down --dir "$(SANDBOX_DIR)" --all

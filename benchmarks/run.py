@@ -230,7 +230,10 @@ def machine() -> dict[str, Any]:
     m = schema.machine_info()
     m["load_average"] = [round(x, 2) for x in os.getloadavg()]
     try:
-        m["uptime"] = subprocess.run(["uptime"], capture_output=True, text=True, timeout=10).stdout.strip()
+        # what `uptime` prints, read from /proc: procps is not part of a minimal Debian
+        up = float(Path("/proc/uptime").read_text().split()[0])
+        m["uptime"] = (f"{time.strftime('%H:%M:%S')} up {int(up // 3600)}:{int(up % 3600 // 60):02d}, load average: "
+                       + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
         m["docker_client"] = subprocess.run([shutil.which("docker", path="/usr/bin") or "docker", "version",
                                              "--format", "{{.Client.Version}}"], capture_output=True, text=True,
                                             timeout=20).stdout.strip()

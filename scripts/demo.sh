@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: bring the sandbox up, then run the whole hotfix routine on it and time each step:
 # start a hotfix from the deployed release, a one-line fix, push, ship (build, verify, push, waves,
-# migrations, rollback on failure), status, history, finish. Safe to run again: each run ships the
+# migrations, rollback on failure), status, history, the run's report page, finish. Safe to run again: each run ships the
 # next hotfix letter (26.11.1b, then c, ...).
 set -euo pipefail
 dir=$(realpath -m "${1:-.sandbox}")
@@ -46,6 +46,7 @@ step "ship (build, verify, push, canary, migrations, rest)" "$sp" ship --yes
 echo "front $front serves: $(version_of "$front")"
 step "status" "$sp" status
 step "history" "$sp" history
+step "report (the run's page: open it in a browser)" "$sp" report
 step "finish (merge master + develop, tag, atomic push)" "$sp" finish
 
 printf '\n\033[1m== summary\033[0m\n'

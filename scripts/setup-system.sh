@@ -1,15 +1,37 @@
 #!/usr/bin/env bash
-# Ensure the system packages stackpatch's sandbox needs, and a running Docker engine.
-# apt runs only when a package is missing; dockerd is started (detached, logging to a file)
-# only when no engine answers. Safe to run again.
+# Ensure the system packages stackpatch, its sandbox and its tests need, and a running Docker engine.
+# A fresh Debian 12 (bookworm) or 13 (trixie) with python3 is enough: run this as root (or `make setup`).
+# apt runs only when something is missing; dockerd is started (detached, logging to a file) only when no
+# engine answers. Safe to run again.
 set -euo pipefail
 
+# Every program the code, the scripts and the tests run that a minimal Debian with python3 does not have,
+# and the Debian package that provides it. tests/test_programs.py reads this table and fails when the
+# code runs a program that is neither here nor part of a minimal Debian.
+PROGRAMS="
+dockerd          docker.io
+docker           docker.io
+docker-registry  docker-registry
+mmdebstrap       mmdebstrap
+git              git
+git-flow         git-flow
+make             make
+chromium         chromium
+"
+
 need=()
-command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
-command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
-command -v mmdebstrap >/dev/null 2>&1 || need+=(mmdebstrap)
-command -v git-flow >/dev/null 2>&1 || need+=(git-flow)
-command -v git >/dev/null 2>&1 || need+=(git)
+add() {  # add PACKAGE once
+  local p
+  for p in "${need[@]}"; do [ "$p" != "$1" ] || return 0; done
+  need+=("$1")
+}
+while read -r prog pkg; do
+  [ -n "$prog" ] || continue
+  command -v "$prog" >/dev/null 2>&1 || add "$pkg"
+done <<< "$PROGRAMS"
+# Debian's python3 has no venv/ensurepip until python3-venv is installed (`make venv` needs it)
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || add python3-venv
+
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "setup: missing packages ${need[*]}: run 'sudo apt-get install ${need[*]}' (or make as root)" >&2

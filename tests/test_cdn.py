@@ -55,6 +55,7 @@ def test_every_mode_sends_cloudflares_body(fake_cloudflare, mode, items, body):
     assert fake_cloudflare.accepted == [body]
     assert fake_cloudflare.seen[0].path == f"/client/v4/zones/{fake_cloudflare.zone}/purge_cache"
     assert result.purged == len(items) and len(result.ids) == 1
+    assert result.to_json()["items"] == items  # journaled with the purge's result: the report lists them
 
 
 def test_items_go_in_batches_of_at_most_batch_size(fake_cloudflare):

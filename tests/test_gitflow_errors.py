@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from gitflow_fixtures import World, make_world, set_env, stackpatch
+from gitflow_fixtures import World, make_world, set_env, sh, stackpatch
 
 from stackpatch import gitflow
 
@@ -114,13 +114,101 @@ def test_second_open_hotfix_unless_multi_hotfix(w):
     assert r.code == 0 and json.loads(r.stdout)["version"] == "16.03.1c"
 
 
-def test_master_or_develop_missing(w):
+def test_master_or_develop_missing_here_and_on_the_remote(w):
     w.git("checkout", "-q", "--detach")
     w.git("branch", "-D", "develop")
-    refused(w, lambda: start(w), "branch 'develop' does not exist", "git branch develop origin/develop")
-    w.git("branch", "develop", "origin/develop")
+    w.git("push", "-q", "origin", ":develop")
+    refused(w, lambda: start(w), "branch 'develop' does not exist here or on origin", "gitflow.branch")
+    w.git("push", "-q", "origin", "master:develop")
     w.git("branch", "-m", "master", "prod")
-    refused(w, lambda: start(w), "branch 'master' does not exist")
+    sh("git", "update-ref", "-d", "refs/heads/master", cwd=w.remote)  # the remote's HEAD: no push can delete it
+    w.git("fetch", "-q", "--prune")
+    refused(w, lambda: start(w), "branch 'master' does not exist here or on origin")
+
+
+def _fresh_clone(w: World, tmp_path: Path) -> World:
+    """`git clone` of the remote: only the remote's HEAD branch (master) is local; develop is origin/develop."""
+    sh("git", "clone", "-q", str(w.remote), str(tmp_path / "clone"), cwd=tmp_path)
+    return World(tmp_path / "clone", w.remote)
+
+
+def _tracks(w: World, branch: str) -> None:
+    assert w.rev(f"refs/heads/{branch}") == w.rev(f"refs/remotes/origin/{branch}")
+    assert w.git("config", f"branch.{branch}.remote") == "origin"
+    assert w.git("config", f"branch.{branch}.merge") == f"refs/heads/{branch}"
+
+
+def test_a_fresh_clone_can_start(w, tmp_path):
+    c = _fresh_clone(w, tmp_path)
+    assert c.rev("refs/heads/develop") is None and c.rev("refs/remotes/origin/develop")
+    r = start(c)  # no other git command first
+    assert r.code == 0, r.stderr
+    said = [ln for ln in r.stderr.splitlines() if "tracking origin/develop" in ln]
+    assert said == ["→ created local branch develop tracking origin/develop (as `git checkout develop` would)"]
+    assert "master" not in " ".join(ln for ln in r.stderr.splitlines() if "created local branch" in ln)
+    _tracks(c, "develop")
+    assert c.git("rev-parse", "--abbrev-ref", "HEAD") == f"hotfix/{V}"
+    assert c.rev("HEAD") == c.rev("16.03.1^{commit}")
+
+
+def test_start_makes_master_and_develop_when_only_the_remote_has_them(w):
+    w.git("checkout", "-q", "--detach")
+    w.git("branch", "-D", "master", "develop")
+    r = start(w, "--json")
+    assert r.code == 0, r.stderr
+    assert json.loads(r.stdout)["tracked"] == ["master", "develop"]
+    _tracks(w, "master")
+    _tracks(w, "develop")
+
+
+def test_a_refused_start_makes_no_tracking_branch(w):
+    started(w)  # hotfix/16.03.1b is open: a second start is refused after the branch checks
+    w.git("checkout", "-q", "--detach")
+    w.git("branch", "-D", "develop")
+    refused(w, lambda: start(w), f"hotfix 'hotfix/{V}' is still open")
+    assert w.rev("refs/heads/develop") is None
+
+
+def test_a_failed_push_removes_the_tracking_branch_start_made(w):
+    w.git("checkout", "-q", "--detach")
+    w.git("branch", "-D", "develop")
+    hook = w.remote / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'no new branches today'\nexit 1\n")
+    hook.chmod(0o755)
+    refused(w, lambda: start(w), "pushing hotfix/16.03.1b to origin failed", "nothing was created")
+
+
+def test_diverged_master_is_refused_with_what_to_do(w):
+    w.edit_line(3, "line 3 on the remote", "Remote work")
+    w.git("push", "-q")
+    w.git("reset", "-q", "--hard", "HEAD~1")
+    w.edit_line(4, "line 4 here", "Local work")
+    refused(w, lambda: start(w), "master and origin/master have diverged", "git pull --rebase", "git push")
+
+
+def test_a_fresh_clone_can_finish(w, tmp_path):
+    started(w)
+    c = _fresh_clone(w, tmp_path)
+    c.git("checkout", "-q", f"hotfix/{V}")  # finish runs on the hotfix branch
+    assert c.rev("refs/heads/develop") is None
+    r = finish(c, "--json")
+    assert r.code == 0, r.stderr
+    assert json.loads(r.stdout)["tracked"] == ["develop"]
+    assert r.stderr.count("created local branch develop tracking origin/develop") == 1
+    assert c.rev("refs/heads/develop") == c.rev("refs/remotes/origin/develop")
+    assert w.remote_refs()["refs/heads/develop"] == c.rev("refs/heads/develop")
+    assert c.git("config", "branch.develop.merge") == "refs/heads/develop"
+
+
+def test_finish_refuses_a_diverged_develop(w):
+    started(w)
+    w.git("checkout", "-q", "develop")
+    w.edit_line(9, "line 9 on the remote", "Remote work")
+    w.git("push", "-q")
+    w.git("reset", "-q", "--hard", "HEAD~1")
+    w.edit_line(8, "line 8 here", "Local work")
+    w.git("checkout", "-q", f"hotfix/{V}")
+    refused(w, lambda: finish(w), "develop and origin/develop have diverged", "git pull --rebase")
 
 
 def test_master_behind_remote(w):

@@ -246,8 +246,8 @@ def test_a_rollback_that_fails_keeps_the_lock_and_says_what_to_do(world):
     cfg, target, _ = world
     target.behaviour[NEW_FRONT] = "crash"
     target.behaviour[OLD["phpha"]] = "refuse"   # the engine refuses to put phpha back
-    with pytest.raises(FaultError, match=r"the rollback did not complete: the lock stays held; fix the target, "
-                                         r"then `stackpatch abort`"):
+    with pytest.raises(FaultError, match=r"the rollback did not complete \(.*\): the lock stays held; fix the "
+                                         r"target, then `stackpatch abort`"):
         deploy(cfg, target)
     assert states(cfg)[-1] == J.ROLLBACK_FAILED
     assert target.lock is not None
@@ -343,3 +343,91 @@ def test_the_purge_is_sent_after_success_only(world, tmp_path, monkeypatch):
         assert res.state == J.DEPLOYED and cf.accepted == [{"purge_everything": True}]
     finally:
         cf.stop()
+
+
+# ---------------------------------------------------------------- crash points (kill -9 stand-ins)
+
+class Killed(BaseException):
+    """The process dies here: nothing after this point runs, no handler sees it (as with kill -9)."""
+
+
+class KillAt(Recorder):
+    """A reporter that kills the run when a message matching `when` is shown, or calls `probe` on each."""
+
+    def __init__(self, when: str | None = None, probe=None):
+        super().__init__()
+        self.when, self.probe = when, probe
+
+    def _add(self, kind: str, msg: str) -> None:
+        super()._add(kind, msg)
+        if self.probe:
+            self.probe(msg)
+        if self.when and self.when in msg:
+            raise Killed(msg)
+
+
+def test_a_run_killed_during_the_purge_is_not_final_and_resume_sends_it_once(world, monkeypatch):
+    cfg, target, _ = world
+    cf = FakeCloudflare().start()
+    try:
+        monkeypatch.setenv("SP_MEM_CF_TOKEN", cf.token)
+        text = (cfg.root / "stackpatch.toml").read_text()
+        (cfg.root / "stackpatch.toml").write_text(
+            text + f'[cdn]\nzone = "{cf.zone}"\napi_url = "{cf.api_url}"\ntoken_env = "SP_MEM_CF_TOKEN"\n')
+        cfg = config.load(cfg.root)
+        with pytest.raises(Killed):
+            D.deploy(cfg, release(), yes=True, pause=False, reporter=KillAt("CDN purge ("), target=target)
+        assert states(cfg)[-1] == J.PURGING and cf.accepted == []
+        from stackpatch.release import history
+        assert history.unfinished(cfg.root, "acme-prod") is not None  # not final: resume finds it
+        holder_exits(target)
+        res = D.resume(cfg, reporter=Recorder(), target=target)
+        assert res.state == J.DEPLOYED and states(cfg)[-1] == J.DEPLOYED
+        assert cf.accepted == [{"purge_everything": True}]  # sent exactly once
+        assert len(target.updates) == 3 and target.lock is None  # nothing was redone
+    finally:
+        cf.stop()
+
+
+def test_the_heartbeat_keeps_the_lock_of_a_run_longer_than_its_ttl(world):
+    import time
+    cfg, target, _ = world
+    cfg = cfg.model_copy(update={"timeouts": cfg.timeouts.model_copy(update={"lock_ttl": 0.9})})
+    target.job_polls = 6  # each migration takes about 2 s: the run outlives the ttl several times
+    seen: list[bool] = []
+
+    def probe(msg: str) -> None:
+        if target.lock is not None and msg.startswith("update:phpha"):
+            seen.append(target.lock.expires_at > time.time())
+    res = D.deploy(cfg, release(), yes=True, pause=False, reporter=KillAt(probe=probe), target=target)
+    assert res.state == J.DEPLOYED
+    assert target.renewals >= 3 and seen and all(seen)
+    assert target.lock is None
+
+
+def test_a_lock_left_by_a_run_killed_before_its_journal_is_released_by_abort(world):
+    import socket
+    from stackpatch.release import lock
+    from stackpatch.targets.base import LockInfo
+    cfg, target, _ = world
+    target.create_lock(LockInfo("alice", socket.gethostname(), 1, "26.11.1b", "20261127T000000Z-dead00",
+                                0.0, 9e12))
+    holder_exits(target)
+    with pytest.raises(lock.LockHeld, match="stopped before it changed anything: `stackpatch abort` releases"):
+        deploy(cfg, target)
+    res = D.abort(cfg, reporter=Recorder(), target=target)
+    assert res.state == J.ABORTED and target.lock is None and target.updates == []
+    assert deploy(cfg, target).state == J.DEPLOYED
+
+
+def test_a_failed_rollback_says_what_runs_where(world):
+    cfg, target, _ = world
+    target.behaviour[NEW_FRONT] = "crash"
+    target.behaviour[OLD["phpha"]] = "refuse"
+    with pytest.raises(FaultError) as e:
+        deploy(cfg, target)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert ("the rollback did not complete (phpfiles still on the new image, phpha still on the new image, "
+            "web back on the previous image)") in msg, msg
+    assert "stackpatch abort" in msg

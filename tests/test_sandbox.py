@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -329,6 +330,123 @@ def test_down_leaves_nothing_behind(sandbox):
         assert baseimage.exists(c)  # the cache stays without --all
         again = run_cli("sandbox", "status", "--dir", str(d))
         assert "no sandbox" in one_error_line(again)
+
+
+# ------------------------------------------------------------------ ownership: refused up, down elsewhere
+
+def _registry_processes_under(path: Path) -> list[int]:
+    """pids of docker-registry processes whose command line names a file under path."""
+    out = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and b"docker-registry" in argv[0] and any(str(path).encode() in a for a in argv[1:]):
+            out.append(int(proc.name))
+    return out
+
+
+def _world_of(sandbox) -> dict[str, Any]:
+    """Sandbox A as the engine and the disk hold it: what a refused up or a foreign down must not change."""
+    from stackpatch.sandbox import stack as stack_mod
+    c = docker.from_env()
+    return {
+        "objects": stack_mod.objects(c, sandbox.stack),
+        "files": sorted(str(p.relative_to(sandbox.dir)) for p in sandbox.dir.rglob("*")
+                        if "storage" not in p.parts),  # registry blobs may be written by other tests' pushes
+        "state": (sandbox.dir / "state.json").read_text(),
+        "tags": sorted(t for img in c.images.list() for t in img.tags if f"/{sandbox.name}/" in t),
+        "registry_pid": Registry(sandbox.dir, int(sandbox.registry.split(":")[1])).pid(),
+    }
+
+
+def _serves(sandbox) -> None:
+    status, _, body = get(f"{sandbox.front_url}/version")
+    assert status == 200 and json.loads(body)["release"], (status, body)
+
+
+@pytest.mark.docker
+def test_up_of_the_same_name_elsewhere_is_refused_and_down_there_leaves_the_first_alone(sandbox, tmp_path):
+    """Issue 10: sandbox A runs; `up` in directory B under A's name is refused and leaves nothing; `down`
+    in B, even with a state file claiming A's name, leaves A's stack, registry and files untouched."""
+    before = _world_of(sandbox)
+    assert before["registry_pid"] and set(before["objects"]["services"]) == {
+        f"{sandbox.stack}_{s}" for s in api.SERVICES}
+    b = tmp_path / "b"
+    line = one_error_line(run_cli("sandbox", "up", "--dir", str(b), "--name", sandbox.name))
+    assert f"stack {sandbox.stack} already runs on this engine and is not this sandbox's" in line
+    assert "another --name" in line
+    assert not b.exists()                        # no directory
+    assert _registry_processes_under(b) == []    # no process
+    assert _world_of(sandbox) == before          # no network, volume, service or image tag of that name changed
+
+    down = run_cli("sandbox", "down", "--dir", str(b))
+    assert down.returncode == 0 and "nothing to remove" in down.stderr
+
+    # what the refused `up` of issue 10 used to leave: a state for B under A's name, with its own registry port
+    b.mkdir()
+    st = json.loads(before["state"])
+    st.update(dir=str(b.resolve()), owned={}, registry_port=int(api.free_port()), images={})
+    (b / "state.json").write_text(json.dumps(st))
+    down = run_cli("sandbox", "down", "--dir", str(b))
+    assert down.returncode == 0, down.stderr
+    assert "left alone on stack" in down.stderr and f"service {sandbox.stack}_db" in down.stderr
+    assert "remove what this sandbox deployed" not in down.stderr
+    assert not b.exists()
+
+    # a copy of A's own state (same ids) proves nothing either: it names the directory it was written for
+    b.mkdir()
+    (b / "state.json").write_text(before["state"])
+    line = one_error_line(run_cli("sandbox", "down", "--dir", str(b)))
+    assert f"was written for the sandbox in {sandbox.dir}" in line and "nothing was removed" in line
+    assert (b / "state.json").exists()
+
+    assert _world_of(sandbox) == before
+    _serves(sandbox)
+
+
+@pytest.mark.docker
+def test_up_refused_for_a_missing_tool_leaves_nothing(tmp_path):
+    from stackpatch.sandbox import stack as stack_mod
+    d = tmp_path / "sb"
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    c = docker.from_env()
+    swarm = c.info()["Swarm"]["LocalNodeState"]
+    name = unique("tl")
+    # /usr/bin/docker is found without PATH; docker-registry is looked up on PATH, which holds nothing
+    line = one_error_line(run_cli("sandbox", "up", "--dir", str(d), "--name", name, env={"PATH": str(empty)}))
+    assert "docker-registry is not installed" in line and "make setup" in line
+    assert not d.exists() and _registry_processes_under(d) == []
+    assert c.info()["Swarm"]["LocalNodeState"] == swarm
+    assert stack_mod.objects(c, f"{name}-prod") == {"services": {}, "volumes": {}, "networks": {}}
+    assert not [t for img in c.images.list() for t in img.tags if f"/{name}/" in t]
+
+
+# ------------------------------------------------------------------ the registry's htpasswd, without apache2-utils
+
+@pytest.mark.skipif(shutil.which("docker-registry") is None, reason="docker-registry is installed by make setup")
+def test_registry_accepts_the_bcrypt_line_written_in_python(tmp_path):
+    """Debian's docker-registry (no Docker engine needed) checks the $2b$ line Python's bcrypt wrote."""
+    from stackpatch.sandbox.registry import free_port
+    reg = Registry(tmp_path, free_port())
+    assert reg.ensure_credentials() and not reg.ensure_credentials()  # once, then kept
+    line = (reg.dir / "htpasswd").read_text()
+    user, password = reg.credentials()
+    assert line.startswith(f"{user}:$2b$05$") and password not in line
+    assert oct((reg.dir / "htpasswd").stat().st_mode & 0o777) == "0o600"
+    assert oct(reg.env_file.stat().st_mode & 0o777) == "0o600"
+    try:
+        reg.start()
+        assert get(f"http://{reg.host}/v2/")[0] == 401
+        assert get(f"http://{reg.host}/v2/", auth=(user, password + "x"))[0] == 401
+        assert get(f"http://{reg.host}/v2/", auth=(user, password))[0] == 200
+    finally:
+        assert reg.stop()
+    assert reg.pid() is None
 
 
 # ------------------------------------------------------------------ bad input

@@ -52,3 +52,19 @@ def test_start_falls_back_to_master_when_the_target_is_unreachable(fork, tmp_pat
     assert r.returncode == 0, r.stderr
     assert "target unreachable" in r.stderr and "newest release on master" in r.stderr
     assert git("rev-parse", "--abbrev-ref", "HEAD", cwd=app) == "hotfix/26.11.1b"
+
+
+def test_a_fresh_clone_of_the_sandbox_origin_can_start(fork, tmp_path):
+    """`git clone <origin> && stackpatch start`, with no other git command first (issue 10): the clone has
+    only master; start makes develop from origin/develop, as `git checkout develop` would, and says so."""
+    clone = tmp_path / "clone"
+    git("clone", "-q", str(fork.origin_dir), str(clone), cwd=tmp_path)
+    assert git("branch", "--list", "develop", cwd=clone) == ""
+    r = start(clone, "--no-push")
+    assert r.returncode == 0, r.stderr
+    assert "deployed release: 26.11.1" in r.stderr
+    assert [ln for ln in r.stderr.splitlines() if "created local branch" in ln] == [
+        "→ created local branch develop tracking origin/develop (as `git checkout develop` would)"]
+    assert git("rev-parse", "--abbrev-ref", "HEAD", cwd=clone) == "hotfix/26.11.1b"
+    assert git("rev-parse", "develop", cwd=clone) == git("rev-parse", "origin/develop", cwd=clone)
+    assert git("rev-parse", "--abbrev-ref", "develop@{upstream}", cwd=clone) == "origin/develop"

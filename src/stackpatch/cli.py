@@ -53,8 +53,17 @@ class Group(click.Group):
             ctx.exit(1)
 
 
+def _version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from stackpatch.sandbox.engine import describe
+    click.echo(f"stackpatch {__version__}\n{describe()}")
+    ctx.exit()
+
+
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(__version__, prog_name="stackpatch")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_version,
+              help="Show the version and the Docker engine (and API version) stackpatch talks to, then exit.")
 def main() -> None:
     """Patch a running Docker Swarm stack from a git-flow hotfix branch.
 

@@ -140,3 +140,19 @@ def ls_remote(remote: str, *patterns: str, cwd: str | Path | None = None) -> dic
     res = run("ls-remote", remote, *patterns, cwd=cwd, timeout=120)
     pairs = (ln.split("\t", 1) for ln in res.stdout.splitlines() if "\t" in ln)
     return {name: sha for sha, name in pairs}
+
+
+def track(branch: str, remote: str, cwd: str | Path | None = None) -> None:
+    """Create local `branch` at `remote/branch`, tracking it: what `git checkout branch` does when only
+    the remote has the branch (a fresh clone's develop)."""
+    run("branch", "--quiet", "--track", branch, f"refs/remotes/{remote}/{branch}", cwd=cwd)
+
+
+def delete_branch(branch: str, cwd: str | Path | None = None) -> None:
+    run("branch", "--quiet", "-D", branch, cwd=cwd)
+
+
+def log(range_: str, cwd: str | Path | None = None) -> list[tuple[str, str, str, str]]:
+    """(sha, author, ISO date, subject) of each commit in `range_` (like `a..b`), oldest first."""
+    res = run("log", "--reverse", "--format=%H%x1f%an%x1f%aI%x1f%s", range_, "--", cwd=cwd)
+    return [tuple(ln.split("\x1f", 3)) for ln in res.stdout.splitlines() if ln.count("\x1f") == 3]  # type: ignore[misc]

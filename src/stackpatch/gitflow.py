@@ -125,23 +125,41 @@ def _require_no_overwrite(root: Path, refs: list[str]) -> None:
                        "move, commit or delete them first")
 
 
-def _require_branch(root: Path, s: Settings, name: str) -> str:
-    sha = git.rev(f"refs/heads/{name}", root)
-    if sha is None:
-        on_remote = git.rev(f"refs/remotes/{s.remote}/{name}", root)
-        hint = (f"create it from the remote (git branch {name} {s.remote}/{name})" if on_remote
-                else "create it, or set gitflow.branch.master/develop (or [git] in stackpatch.toml)")
-        raise GitError(f"branch {name!r} does not exist: {hint}")
-    return sha
+def _branch_ref(root: Path, s: Settings, name: str) -> str:
+    """The ref of master/develop: the local branch, or, when only the remote has it (a fresh clone), the
+    remote-tracking branch (`_track_missing` then creates the local one, as `git checkout` would)."""
+    if git.rev(f"refs/heads/{name}", root) is not None:
+        return f"refs/heads/{name}"
+    if git.rev(f"refs/remotes/{s.remote}/{name}", root) is not None:
+        return f"refs/remotes/{s.remote}/{name}"
+    raise GitError(f"branch {name!r} does not exist here or on {s.remote}: create it, or set "
+                   "gitflow.branch.master/develop (or [git] in stackpatch.toml)")
+
+
+def _track_missing(root: Path, s: Settings, names: list[str], progress: Progress) -> list[str]:
+    """Create the local branches only the remote has, tracking it. Called once every check has passed,
+    so that a refusal changes nothing. Returns the branches created."""
+    made = []
+    for name in names:
+        if git.rev(f"refs/heads/{name}", root) is None:
+            git.track(name, s.remote, root)
+            progress(f"created local branch {name} tracking {s.remote}/{name} (as `git checkout {name}` would)")
+            made.append(name)
+    return made
 
 
 def _require_not_behind(root: Path, s: Settings, name: str) -> None:
     remote_sha = git.rev(f"refs/remotes/{s.remote}/{name}", root)
-    if remote_sha is None:
+    local_sha = git.rev(f"refs/heads/{name}", root)
+    if remote_sha is None or local_sha is None:
+        return  # nothing to compare, or the local branch will be made from the remote one
+    if git.is_ancestor(remote_sha, local_sha, root):
         return
-    if not git.is_ancestor(remote_sha, f"refs/heads/{name}", root):
+    if git.is_ancestor(local_sha, remote_sha, root):
         raise GitError(f"{name} is behind {s.remote}/{name}: update it first "
                        f"(git checkout {name} && git pull --ff-only), then retry")
+    raise GitError(f"{name} and {s.remote}/{name} have diverged: reconcile them (git checkout {name} && "
+                   f"git pull --rebase, then git push), then retry")
 
 
 def _require_equal_to_remote(root: Path, s: Settings, branch: str) -> None:
@@ -182,9 +200,10 @@ class Base:
         return bool(a and b and a.sort_key < b.sort_key)
 
 
-def _release_tags_on_main(root: Path, s: Settings) -> dict[str, str]:
+def _release_tags_on_main(root: Path, s: Settings, main_ref: str | None = None) -> dict[str, str]:
     """{version: tag} for tags matching the version form that are reachable from master."""
-    names = git.out("tag", "--list", "--merged", f"refs/heads/{s.main}", cwd=root).splitlines()
+    main_ref = main_ref or f"refs/heads/{s.main}"
+    names = git.out("tag", "--list", "--merged", main_ref, cwd=root).splitlines()
     outv: dict[str, str] = {}
     for name in names:
         v = versions.strip_prefix(name, s.tag_prefix)
@@ -194,10 +213,10 @@ def _release_tags_on_main(root: Path, s: Settings) -> dict[str, str]:
 
 
 def resolve_base(root: Path, s: Settings, from_release: str | None = None,
-                 deployed_version: str | None = None) -> Base:
+                 deployed_version: str | None = None, main_ref: str | None = None) -> Base:
     """The release a new hotfix starts from: `--from`, else the deployed version, else the newest
     release tag reachable from master (by version order, not by date)."""
-    on_main = _release_tags_on_main(root, s)
+    on_main = _release_tags_on_main(root, s, main_ref)
     newest = versions.newest(on_main)
     asked, reason = (from_release, "--from") if from_release else (deployed_version, "deployed")
     if asked:
@@ -254,10 +273,10 @@ def start(repo: str | Path | None = None, version: str | None = None, from_relea
     _require_remote(root, s)
     _require_clean(root)
     _fetch(root, s, progress)
-    _require_branch(root, s, s.main)
-    _require_branch(root, s, s.develop)
+    main_ref = _branch_ref(root, s, s.main)
+    _branch_ref(root, s, s.develop)
     _require_not_behind(root, s, s.main)
-    base = resolve_base(root, s, from_release, deployed_version)
+    base = resolve_base(root, s, from_release, deployed_version, main_ref)
 
     local, remote = _hotfix_branches(root, s)
     open_ = sorted(set(local) | set(remote))
@@ -282,6 +301,7 @@ def start(repo: str | Path | None = None, version: str | None = None, from_relea
     _require_no_overwrite(root, [base.sha])
 
     before = git.current_branch(root) or git.out("rev-parse", "HEAD", cwd=root)
+    tracked = _track_missing(root, s, [s.main, s.develop], progress)
     progress(f"creating {branch} from {base.tag}")
     git.run("checkout", "--quiet", "-b", branch, base.sha, cwd=root)
     # AVH records the branch the hotfix merges into; we also record the release tag it started from
@@ -295,13 +315,15 @@ def start(repo: str | Path | None = None, version: str | None = None, from_relea
         if not res.ok:
             # leave the repo as it was: back to the previous branch, branch and its config removed
             git.run("checkout", "--quiet", before, cwd=root)
-            git.run("branch", "-D", branch, cwd=root)
+            for b in (branch, *tracked):
+                git.delete_branch(b, root)
             git.run("config", "--local", "--remove-section", f"gitflow.branch.{branch}", cwd=root, check=False)
             raise GitError(f"pushing {branch} to {s.remote} failed ({git.last_line(res.stderr)}): "
                            "nothing was created; fix the remote or use --no-push")
         pushed = True
     return {"version": version, "branch": branch, "tag": tag, "base": asdict(base),
-            "base_older_than_main": base.older_than_main, "pushed": pushed, "settings": asdict(s)}
+            "base_older_than_main": base.older_than_main, "pushed": pushed, "settings": asdict(s),
+            "tracked": tracked}
 
 
 # ---------------------------------------------------------------- finish: state
@@ -435,8 +457,8 @@ def finish(repo: str | Path | None = None, push: bool = True, keep_branch: bool 
     if not in_merge:
         _require_clean(root)
     _fetch(root, s, progress)
-    _require_branch(root, s, s.main)
-    _require_branch(root, s, s.develop)
+    main_ref = _branch_ref(root, s, s.main)
+    develop_ref = _branch_ref(root, s, s.develop)
     hotfix = git.rev(f"refs/heads/{branch}", root)
     if hotfix is None:
         if st is None or not st.pushed:
@@ -453,7 +475,7 @@ def finish(repo: str | Path | None = None, push: bool = True, keep_branch: bool 
             st.save(root)
         _require_not_behind(root, s, s.main)
         _require_not_behind(root, s, s.develop)
-        main_sha = git.rev(f"refs/heads/{s.main}", root)
+        main_sha = git.rev(main_ref, root)
         start_tag = git.config_get(f"gitflow.branch.{branch}.{FROM_KEY}", root)
         start_sha = git.rev(f"refs/tags/{start_tag}", root) if start_tag else None
         if st is None and git.is_ancestor(hotfix, main_sha, root) and not _merged_by_merge(root, hotfix, main_sha):
@@ -474,8 +496,9 @@ def finish(repo: str | Path | None = None, push: bool = True, keep_branch: bool 
                 raise UserError(f"tag {tag!r} already exists and is not this hotfix's merge: "
                                 "delete it (git tag -d) if it is stale, or start a new hotfix")
         if not in_merge:
-            _require_no_overwrite(root, [f"refs/heads/{s.main}", f"refs/heads/{s.develop}"])
+            _require_no_overwrite(root, [main_ref, develop_ref])
 
+    tracked = _track_missing(root, s, [s.main, s.develop], progress)
     if st is None:
         st = FinishState(version=version, branch=branch, tag=tag, main=s.main, develop=s.develop,
                          remote=s.remote, message=message or f"Hotfix {version}",
@@ -521,7 +544,8 @@ def finish(repo: str | Path | None = None, push: bool = True, keep_branch: bool 
     if not push:
         git.run("checkout", "--quiet", s.develop, cwd=root)
         return {"version": version, "branch": branch, "tag": tag, "done": done, "pushed": False,
-                "complete": False, "next": "run `stackpatch finish` to push and delete the hotfix branch"}
+                "complete": False, "tracked": tracked,
+                "next": "run `stackpatch finish` to push and delete the hotfix branch"}
 
     # 4. one atomic push of master, develop and the tag
     want = {f"refs/heads/{s.main}": git.out("rev-parse", f"refs/heads/{s.main}", cwd=root),
@@ -563,7 +587,7 @@ def finish(repo: str | Path | None = None, push: bool = True, keep_branch: bool 
         git.run("config", "--local", "--remove-section", f"gitflow.branch.{branch}", cwd=root, check=False)
     st.clear(root)
     return {"version": version, "branch": branch, "tag": tag, "done": done, "pushed": True, "complete": True,
-            "branch_kept": keep_branch, "on": s.develop}
+            "branch_kept": keep_branch, "on": s.develop, "tracked": tracked}
 
 
 def _merged_by_merge(root: Path, hotfix: str, main_sha: str) -> bool:

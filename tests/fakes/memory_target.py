@@ -62,6 +62,7 @@ class MemoryTarget:
         self.job_starts: list[str] = []              # names of jobs really started (not adopted)
         self.updates: list[tuple[str, str]] = []     # (service, image) in order
         self.lock: LockInfo | None = None
+        self.renewals = 0
         self.reachable = True
         self.unreachable_after: dict[str, int] = {}  # method name -> calls left before the target goes away
         self._clock = 0
@@ -217,6 +218,14 @@ class MemoryTarget:
         if self.lock is None or (run_id is not None and self.lock.run_id != run_id):
             return False
         self.lock = None
+        return True
+
+    def renew_lock(self, run_id: str, expires_at: float) -> bool:
+        self._call("renew_lock")
+        if self.lock is None or self.lock.run_id != run_id:
+            return False
+        self.lock = replace(self.lock, expires_at=expires_at)
+        self.renewals += 1
         return True
 
     # ------------------------------------------------------------ for assertions

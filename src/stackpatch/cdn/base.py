@@ -27,11 +27,12 @@ class PurgeResult:
     retries: int = 0           # requests that were repeated after a 429, a 5xx or a network error
     errors: list[str] = field(default_factory=list)   # "code: message" from the provider's errors[]
     ids: list[str] = field(default_factory=list)      # provider ids of the accepted purges
+    items: list[str] = field(default_factory=list)    # the URLs, hosts, prefixes or tags asked for
 
     def to_json(self) -> dict:
         return {"ok": self.ok, "provider": self.provider, "mode": self.mode, "requests": self.requests,
                 "purged": self.purged, "total": self.total, "retries": self.retries,
-                "errors": list(self.errors), "ids": list(self.ids)}
+                "errors": list(self.errors), "ids": list(self.ids), "items": list(self.items)}
 
 
 class PurgeError(FaultError):
@@ -59,4 +60,4 @@ class NoPurger:
 
     def purge(self, mode: PurgeMode = "everything", items: Sequence[str] = (),
               progress: Progress | None = None) -> PurgeResult:
-        return PurgeResult(ok=True, provider=self.name, mode=mode, total=len(items))
+        return PurgeResult(ok=True, provider=self.name, mode=mode, total=len(items), items=list(items))

@@ -100,7 +100,8 @@ class CloudflarePurger:
               progress: Progress | None = None) -> PurgeResult:
         bodies = self.bodies(mode, items)
         total = 0 if mode == "everything" else sum(len(next(iter(b.values()))) for b in bodies)
-        result = PurgeResult(ok=False, provider=self.name, mode=mode, total=total)
+        result = PurgeResult(ok=False, provider=self.name, mode=mode, total=total,
+                             items=[i for b in bodies for i in next(iter(b.values()))] if mode != "everything" else [])
         for n, body in enumerate(bodies, 1):
             self._send(body, n, len(bodies), result)
             if mode != "everything":

@@ -13,6 +13,7 @@ MODULES = (
     "gitflow_cmd",
     "deploy_cmd",
     "ship_cmd",
+    "report_cmd",
 )
 
 

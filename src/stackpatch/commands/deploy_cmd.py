@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from stackpatch import config as config_mod
-from stackpatch import ui
+from stackpatch import report, ui
 from stackpatch.errors import UserError
 
 REPO = click.option("--repo", "repo", default=".", show_default=True,
@@ -83,7 +83,9 @@ def deploy_cmd(repo: str, release_file: str, pause: bool, yes: bool, as_json: bo
     except (ValueError, KeyError, TypeError) as e:
         raise UserError(f"{release_file} is not a release JSON ({e}): use the output of "
                         "`stackpatch ship --until pushed --json`") from None
-    _report(deploy(cfg, release, yes=yes, pause=pause, reporter=ui.reporter), as_json)
+    with report.after_run(cfg.root):
+        res = deploy(cfg, release, yes=yes, pause=pause, reporter=ui.reporter)
+    _report(res, as_json)
 
 
 @click.command("resume")
@@ -97,7 +99,10 @@ def resume_cmd(repo: str, yes: bool, as_json: bool) -> None:
     the lock only if it is held by that same run.
     """
     from stackpatch.release.deploy import resume
-    _report(resume(_cfg(repo), yes=yes, reporter=ui.reporter), as_json)
+    cfg = _cfg(repo)
+    with report.after_run(cfg.root):
+        res = resume(cfg, yes=yes, reporter=ui.reporter)
+    _report(res, as_json)
 
 
 @click.command("abort")
@@ -110,7 +115,9 @@ def abort_cmd(repo: str, yes: bool, as_json: bool) -> None:
     from stackpatch.release.deploy import abort
     cfg = _cfg(repo)
     _confirm(f"Restore the previous images on stack {cfg.target.stack}", yes)
-    _report(abort(cfg, reporter=ui.reporter), as_json)
+    with report.after_run(cfg.root):
+        res = abort(cfg, reporter=ui.reporter)
+    _report(res, as_json)
 
 
 @click.command("rollback")
@@ -126,7 +133,9 @@ def rollback_cmd(repo: str, to: str | None, yes: bool, as_json: bool) -> None:
     from stackpatch.release.deploy import rollback
     cfg = _cfg(repo)
     _confirm(f"Roll stack {cfg.target.stack} back to {to or 'the previous release'}", yes)
-    _report(rollback(cfg, to=to, reporter=ui.reporter), as_json)
+    with report.after_run(cfg.root):
+        res = rollback(cfg, to=to, reporter=ui.reporter)
+    _report(res, as_json)
 
 
 @click.command("status")
@@ -162,14 +171,19 @@ def status_cmd(repo: str, as_json: bool) -> None:
 @click.command("history")
 @REPO
 @click.option("--offline", is_flag=True, help="Do not ask the target which run is live: the journal only.")
+@click.option("--html", is_flag=True, help="Write .stackpatch/runs/index.html linking every run's report page; "
+                                           "print its path.")
 @JSON
-def history_cmd(repo: str, offline: bool, as_json: bool) -> None:
+def history_cmd(repo: str, offline: bool, html: bool, as_json: bool) -> None:
     """Every run recorded in this repo, newest first: who, when, from which version to which, result.
     Marks the run the target's labels say is live; a target that does not answer is an error that
     names it (`--offline` reads the journal only)."""
     from stackpatch import targets
     from stackpatch.release import history
     cfg = _cfg(repo)
+    if html:
+        ui.out.print(str(report.write_index(cfg.root)), markup=False)
+        return
     runs = history.runs(cfg.root)
     live: set[str] = set()
     if not offline:
@@ -212,7 +226,9 @@ def unlock_cmd(repo: str, force: bool) -> None:
 def purge_cmd(repo: str, as_json: bool) -> None:
     """Retry only the CDN purge of the last run, when it ended `deployed, purge failed`."""
     from stackpatch.release.deploy import purge
-    res = purge(_cfg(repo), reporter=ui.reporter)
+    cfg = _cfg(repo)
+    with report.after_run(cfg.root):
+        res = purge(cfg, reporter=ui.reporter)
     _report(res, as_json)
     if res.purge_error:
         from stackpatch.errors import FaultError

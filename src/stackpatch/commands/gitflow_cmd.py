@@ -39,6 +39,8 @@ def start_cmd(version: str | None, from_release: str | None, no_push: bool, repo
     Refuses (exit 2, nothing changed): a dirty tree, a bad VERSION, an existing tag or
     branch (local or remote), a second open hotfix unless `git config gitflow.multi-hotfix true`.
     Records gitflow.branch.hotfix/VERSION.base like git-flow AVH, and pushes with upstream.
+    In a fresh clone, a master or develop that only the remote has is created locally,
+    tracking it (as `git checkout develop` would); a diverged one is refused.
     """
     deployed = None
     if not from_release:

@@ -71,9 +71,12 @@ def status_cmd(dir_: str, as_json: bool) -> None:
 @click.option("--dir", "dir_", default=".sandbox", show_default=True, type=click.Path(file_okay=False), help=DIR_HELP)
 @click.option("--all", "all_", is_flag=True, help="Also remove the cached base image (next `up` rebuilds it).")
 def down_cmd(dir_: str, all_: bool) -> None:
-    """Remove the stack (services, volumes, networks), stop the registry, delete what `up` wrote in DIR.
+    """Remove what `up` made, as DIR/state.json records it: the stack's services, volumes and
+    networks (by id), the registry process, the images' local tags, and what `up` wrote in DIR.
 
-    The cached base image stays unless --all. The swarm is left as it is.
+    Anything it cannot prove it made is left alone and named (another sandbox's stack of the
+    same name, a process it did not start). The cached base image stays unless --all. The swarm
+    is left as it is.
     """
     from stackpatch.sandbox import api
     api.down(Path(dir_), all=all_)

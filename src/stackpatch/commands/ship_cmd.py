@@ -119,8 +119,10 @@ def ship_cmd(until: str | None, pause: bool, yes: bool, as_json: bool, ref: str 
     result = run_build_half(cfg, plan, snap, ui.reporter)
     if until != "pushed":
         from stackpatch.release.deploy import deploy
-        run = deploy(cfg, result.release, yes=True, pause=pause, reporter=ui.reporter,
-                     build_timings=result.timings)
+        from stackpatch import report
+        with report.after_run(cfg.root):
+            run = deploy(cfg, result.release, yes=True, pause=pause, reporter=ui.reporter,
+                         build_timings=result.timings)
         if as_json:
             ui.emit_json({**result.to_json(), "run": run.to_json()})
         else:

@@ -60,6 +60,11 @@ def _lock_then_check_unfinished(cfg, target: Target, info: LockInfo) -> None:
     try:
         lock_mod.acquire(target, info)
     except lock_mod.LockHeld:
+        orphan = _orphan_lock(cfg, target)
+        if orphan is not None:
+            raise lock_mod.LockHeld(f"stack {target.stack} is locked by run {orphan.run_id} of {orphan.owner}, which "
+                                    f"stopped before it changed anything: `stackpatch abort` releases the lock") \
+                from None
         v = history.unfinished(repo_root(cfg), target.stack)
         holder = target.read_lock()
         if v is not None and holder is not None and holder.run_id == v.run_id and not _alive(holder):
@@ -107,9 +112,12 @@ def _start_record(cfg, target: Target, *, run_id: str, op: str, version: str | N
 
 
 def _context(cfg, target: Target | None, jr: J.Journal, run_id: str, reporter: Reporter, guard: SignalGuard,
-             yes: bool, from_revision: str | None) -> Context:
+             yes: bool, from_revision: str | None, job_results: dict[str, int] | None = None) -> Context:
+    ttl = cfg.timeouts.lock_ttl
     return Context(cfg=cfg, target=target, journal=jr, run_id=run_id, reporter=reporter, guard=guard, yes=yes,
-                   from_revision=from_revision, purge=_purger(cfg, reporter) if cfg.cdn is not None else None)
+                   from_revision=from_revision, purge=_purger(cfg, reporter) if cfg.cdn is not None else None,
+                   renew=(lambda: lock_mod.renew(target, run_id, ttl)) if target is not None else None,
+                   renew_every=min(60.0, ttl / 3), job_results=dict(job_results or {}))
 
 
 def _begin(cfg, target: Target, *, op: str, version: str | None, revision: str | None, release: Release | None,
@@ -163,6 +171,26 @@ def deploy(cfg, release: Release, *, yes: bool, pause: bool, reporter: Reporter,
 
 # ------------------------------------------------------------------ resume / abort
 
+class OrphanLockReleased(Exception):
+    """resume/abort found no run to continue, but the lock of a run that died before it wrote its journal
+    (killed between taking the lock and its first record): released."""
+
+    def __init__(self, holder: LockInfo):
+        super().__init__(holder.run_id)
+        self.holder = holder
+
+
+def _orphan_lock(cfg, target: Target) -> LockInfo | None:
+    """The lock of a run that never started: no journal of its run id here, and its process is dead (on
+    this host) or its lock expired. Such a run changed nothing; its lock can go."""
+    holder = target.read_lock()
+    if holder is None or (J.runs_dir(repo_root(cfg)) / f"{holder.run_id}.jsonl").exists():
+        return None
+    if holder.expired(time.time()) or not _alive(holder):
+        return holder
+    return None
+
+
 def _take_over(cfg, target: Target, v: J.RunView) -> None:
     holder = target.read_lock()
     if holder is not None and holder.run_id == v.run_id and _alive(holder):
@@ -177,6 +205,11 @@ def _reopen_unfinished(cfg, verb: str, none_left: str, check=None, target: Targe
     stack = cfg.target.stack
     v = history.unfinished(root, stack)
     if v is None:
+        target = target or targets.for_config(cfg)
+        orphan = _orphan_lock(cfg, target)
+        if orphan is not None:
+            lock_mod.release(target, orphan.run_id)
+            raise OrphanLockReleased(orphan)
         kind = "interrupted" if verb == "resume" else "unfinished"
         raise UserError(f"no {kind} run on stack {stack} in {J.runs_dir(root)}: {none_left}")
     if check is not None:
@@ -184,6 +217,13 @@ def _reopen_unfinished(cfg, verb: str, none_left: str, check=None, target: Targe
     target = target or targets.for_config(cfg)
     _take_over(cfg, target, v)
     return v, target, J.Journal.open(root, v.run_id)
+
+
+def _orphan_result(cfg, holder: LockInfo, op: str, reporter: Reporter) -> RunResult:
+    msg = (f"run {holder.run_id} ({holder.owner}, pid {holder.pid} on {holder.host}) took the lock and stopped "
+           "before it changed anything: released its lock; nothing else to do")
+    reporter.ok(msg)
+    return RunResult(holder.run_id, op, J.ABORTED, holder.version, None, J.runs_dir(repo_root(cfg)), detail=msg)
 
 
 def resume(cfg, *, reporter: Reporter, yes: bool = True, target: Target | None = None) -> RunResult:
@@ -194,15 +234,18 @@ def resume(cfg, *, reporter: Reporter, yes: bool = True, target: Target | None =
             raise UserError(f"run {v.run_id} stopped while rolling back: `stackpatch abort` finishes restoring "
                             "the previous images")
 
-    v, target, jr = _reopen_unfinished(cfg, "resume", "nothing to resume (see `stackpatch history`)",
-                                       check=resumable, target=target)
+    try:
+        v, target, jr = _reopen_unfinished(cfg, "resume", "nothing to resume (see `stackpatch history`)",
+                                           check=resumable, target=target)
+    except OrphanLockReleased as o:
+        return _orphan_result(cfg, o.holder, "resume", reporter)
     owner, host, pid = J.owner_host_pid()
     jr.append("resume", owner=owner, host=host, pid=pid, after=v.last_step, done=v.done_steps)
     reporter.info(f"resuming run {v.run_id} ({v.from_version or '?'} → {v.version}) after "
                   f"{v.last_step or 'the start'}")
     from_revision = v.start.get("from_revision")
     with SignalGuard(reporter.info) as guard:
-        ctx = _context(cfg, target, jr, v.run_id, reporter, guard, yes, from_revision)
+        ctx = _context(cfg, target, jr, v.run_id, reporter, guard, yes, from_revision, v.job_results)
         return run_steps(ctx, v.plan, op=v.op, version=v.version, from_version=v.from_version,
                          from_revision=from_revision, done=v.done_steps, touched=v.started_steps,
                          release_lock=lambda: lock_mod.release(target, v.run_id))
@@ -210,8 +253,11 @@ def resume(cfg, *, reporter: Reporter, yes: bool = True, target: Target | None =
 
 def abort(cfg, *, reporter: Reporter, target: Target | None = None) -> RunResult:
     """Put every service the unfinished run may have changed back on its recorded previous image."""
-    v, target, jr = _reopen_unfinished(cfg, "abort", "nothing to abort (to go back to an earlier release: "
-                                                     "`stackpatch rollback`)", target=target)
+    try:
+        v, target, jr = _reopen_unfinished(cfg, "abort", "nothing to abort (to go back to an earlier release: "
+                                                         "`stackpatch rollback`)", target=target)
+    except OrphanLockReleased as o:
+        return _orphan_result(cfg, o.holder, "abort", reporter)
     owner, host, pid = J.owner_host_pid()
     jr.append("abort", owner=owner, host=host, pid=pid, after=v.last_step)
     reporter.info(f"aborting run {v.run_id}: restoring the images recorded before it")

@@ -8,6 +8,7 @@ Record kinds (field `kind`):
   intent      {step: id, …step data}           written before a step acts
   result      {step: id, ok: bool, detail}     written after it
   state       {state: <run state>, detail}      run-level transitions (rolling-back, rolled-back, deployed…)
+  job         {step: id, job: name, exit_code}  a release-phase job ended (written before the job is removed)
 Never secrets: images, versions, names and timings only.
 """
 
@@ -26,6 +27,7 @@ RUNS_DIR = Path(".stackpatch") / "runs"
 # run states, in the order they usually happen
 RUNNING = "running"
 DEPLOYED = "deployed"
+PURGING = "purging"        # every service runs the release; the CDN purge is due (not final: resume sends it)
 PURGE_FAILED = "deployed-purge-failed"
 ROLLING_BACK = "rolling-back"
 ROLLED_BACK = "rolled-back"
@@ -131,6 +133,7 @@ class RunView:
     last_step: str | None = None                            # last intent
     detail: str | None = None
     undone_steps: list[str] = field(default_factory=list)   # rolled back ok
+    job_results: dict[str, int] = field(default_factory=dict)  # step id -> exit code of its ended job
 
     @property
     def version(self) -> str | None:
@@ -191,8 +194,11 @@ def view(records: list[dict]) -> RunView | None:
                 v.detail = r["detail"]
             v.ended_at = r["ts"] if r["state"] in FINAL_STATES else None
         elif k == "resume":
-            v.state = RUNNING
+            if v.state != PURGING:
+                v.state = RUNNING
             v.ended_at = None
+        elif k == "job":
+            v.job_results[r["step"]] = int(r.get("exit_code", 1))
     return v
 
 

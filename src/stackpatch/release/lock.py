@@ -51,6 +51,12 @@ def release(target: Target, run_id: str) -> bool:
     return target.remove_lock(run_id)
 
 
+def renew(target: Target, run_id: str, ttl: float) -> bool:
+    """The heartbeat: the lock of `run_id` expires `ttl` seconds from now. False when it is not held
+    by that run any more."""
+    return target.renew_lock(run_id, time.time() + ttl)
+
+
 def break_lock(target: Target, *, force: bool, now: float | None = None) -> LockInfo | None:
     """`unlock --force`: remove an EXPIRED lock. A live lock is refused with its holder's name."""
     stack = target.stack

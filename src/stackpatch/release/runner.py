@@ -105,9 +105,32 @@ class Context:
     yes: bool = False
     from_revision: str | None = None
     purge: Callable[[], Any] | None = None
+    renew: Callable[[], Any] | None = None   # renews the lock (the run's heartbeat)
+    renew_every: float = 60.0
+    job_results: dict[str, int] = field(default_factory=dict)  # from the journal: jobs that ended
+    _renewed: float = field(default_factory=time.monotonic)
 
     def progress(self, msg: str) -> None:
         self.reporter.info(msg)
+
+    def renew_if_due(self) -> None:
+        """The heartbeat: renew the lock every `renew_every` seconds while the run lives, so a run longer
+        than timeouts.lock_ttl keeps it. Called from every wait; a renewal that fails is reported, and
+        the run goes on (an unreachable target stops it as any other call would)."""
+        if self.renew is None or time.monotonic() - self._renewed < self.renew_every:
+            return
+        self._renewed = time.monotonic()
+        try:
+            self.renew()
+        except Exception as e:  # noqa: BLE001
+            if self.target is not None and self.target.is_unreachable(e):
+                raise
+            self.reporter.warn(f"could not renew the lock: {e}")
+
+    def tick(self) -> None:
+        """Between and inside waits: stop on a pending signal, keep the lock alive."""
+        self.guard.check()
+        self.renew_if_due()
 
 
 def _http_get(url: str, timeout: float = 5) -> tuple[int, str]:
@@ -128,6 +151,7 @@ def _retry(ctx: Context, what: str, timeout: float, fn: Callable[[], tuple[bool,
     while True:
         if stop:
             ctx.guard.check()
+        ctx.renew_if_due()
         try:
             ok, last = fn()
         except (OSError, urllib.error.URLError, ValueError) as e:
@@ -152,7 +176,7 @@ def do_update(ctx: Context, step: dict, *, undo: bool = False) -> float:
         order = ctx.target.update_image(svc, image, labels, ctx.progress)
         ctx.progress(f"{svc}: → {image} ({order})")
     return wait_converged(ctx.target, svc, image, step.get("timeout", 300), ctx.progress,
-                          stop=None if undo else ctx.guard.check)
+                          stop=ctx.renew_if_due if undo else ctx.tick)
 
 
 def do_gate(ctx: Context, step: dict) -> None:
@@ -202,14 +226,17 @@ def job_name(run_id: str, step_id: str) -> str:
     return "sp-release-" + hashlib.sha256(f"{run_id}/{step_id}".encode()).hexdigest()[:12]
 
 
-def run_job(target: Target, name: str, step: dict, output: Callable[[str], None],
+def run_job(target: Target, name: str, step: dict, output: Callable[[str], None], *,
+            ended: Callable[[int], None] = lambda code: None, every: Callable[[], None] = lambda: None,
             poll: float = 0.4) -> int:
     """Run the step's command once (adopting a job of the same name that is still there), stream its
-    output, return its exit code. The job is removed once it ended."""
+    output, return its exit code. `ended(code)` runs before the job is removed (the journal records it
+    there, so a resumed run never starts it again); `every()` runs at each look (the heartbeat)."""
     job_id = target.start_job(name, step["service"], step["image"], step["command"], step["env"])
     deadline = time.monotonic() + step.get("timeout", 600)
     seen = 0
     while True:
+        every()
         st = target.job_status(job_id)
         for ln in st.logs[seen:]:
             output(ln)
@@ -221,6 +248,7 @@ def run_job(target: Target, name: str, step: dict, output: Callable[[str], None]
             if code is None or code == 0:
                 output(f"job task {st.state}: {st.detail}")
                 code = 125 if st.state == "rejected" else (code or 1)
+            ended(int(code))
             target.remove_job(job_id)
             return int(code)
         if time.monotonic() >= deadline:
@@ -228,6 +256,7 @@ def run_job(target: Target, name: str, step: dict, output: Callable[[str], None]
                              "(raise migrations.timeout if it is just slow); the job is left running as "
                              f"{name}: check it before `stackpatch resume` or `abort`")
         time.sleep(poll)
+    ended(0)
     target.remove_job(job_id)
     return 0
 
@@ -235,8 +264,16 @@ def run_job(target: Target, name: str, step: dict, output: Callable[[str], None]
 def do_migrate(ctx: Context, step: dict) -> None:
     ctx.progress(f"release phase: `{' '.join(step['command'])}` once from {step['image']}"
                  + (f" ({', '.join(f'{k}={v}' for k, v in step['env'].items())})" if step["env"] else ""))
-    # never interrupted mid-migration: a signal acts after it
-    code = run_job(ctx.target, job_name(ctx.run_id, step["id"]), step, lambda ln: ctx.progress(f"  │ {ln}"))
+    sid = step["id"]
+    if sid in ctx.job_results:  # the job ended before the run was interrupted: never run it twice
+        code = ctx.job_results[sid]
+        ctx.progress(f"release phase {sid}: its job already ended (exit {code}) before the interruption")
+    else:
+        name = job_name(ctx.run_id, sid)
+        # never interrupted mid-migration: a signal acts after it
+        code = run_job(ctx.target, name, step, lambda ln: ctx.progress(f"  │ {ln}"),
+                       ended=lambda c: ctx.journal.append("job", step=sid, job=name, exit_code=c),
+                       every=ctx.renew_if_due)
     if code != 0:
         raise FaultError(f"the release command `{' '.join(step['command'])}` exited {code}")
 
@@ -314,16 +351,19 @@ def run_steps(ctx: Context, steps: list[dict], *, op: str, version: str | None, 
             _release(release_lock)
             raise _as_fault(e, f"{detail} (at {current}); rolled back every changed service to its previous "
                             f"image, the old revision serves again (journal {jr.path})") from None
-        raise FaultError(f"{detail} (at {current}); the rollback did not complete: the lock stays held; "
-                         f"fix the target, then `stackpatch abort` (journal {jr.path})") from None
+        raise FaultError(f"{detail} (at {current}); the rollback did not complete ({_what_runs(ctx, steps, touched)}): "
+                         f"the lock stays held; fix the target, then `stackpatch abort` (journal {jr.path})") from None
 
     res.timings["total"] = time.monotonic() - t_run
-    jr.append("state", state=J.DEPLOYED, seconds=round(res.timings["total"], 3))
-    res.state = J.DEPLOYED
-    _release(release_lock)
-    purge_steps = [s for s in steps if s["kind"] == "purge"]
-    if purge_steps:
+    if any(s["kind"] == "purge" for s in steps) and "purge" not in done:
+        # not final until the purge's result is written: a run killed during the purge is resumed
+        jr.append("state", state=J.PURGING, seconds=round(res.timings["total"], 3))
+        res.state = J.PURGING
         run_purge(ctx, res)
+    else:
+        jr.append("state", state=J.DEPLOYED, seconds=round(res.timings["total"], 3))
+        res.state = J.DEPLOYED
+    _release(release_lock)
     return res
 
 
@@ -383,6 +423,27 @@ def rollback(ctx: Context, steps: list[dict], touched: list[str], from_revision:
         return J.ROLLED_BACK
     finally:
         ctx.guard.shielded = False
+
+
+def _what_runs(ctx: Context, steps: list[dict], touched: list[str]) -> str:
+    """Where a failed rollback left each touched service: "phpfiles on the previous image, phpha on the
+    new one", from a fresh look at the target."""
+    parts = []
+    for step in (s for s in steps if s["id"] in touched):
+        try:
+            live = ctx.target.read_service(step["service"])
+        except Exception:  # noqa: BLE001 - the message must come out even when the target does not answer
+            parts.append(f"{step['service']} unknown (the target does not answer)")
+            continue
+        if live is None:
+            parts.append(f"{step['service']} gone")
+        elif same_image(str(live.image), step["previous_image"]):
+            parts.append(f"{step['service']} back on the previous image")
+        elif same_image(str(live.image), step["image"]):
+            parts.append(f"{step['service']} still on the new image")
+        else:
+            parts.append(f"{step['service']} on {live.image}")
+    return ", ".join(parts) or "no service was changed"
 
 
 def _release(release_lock: Callable[[], None] | None) -> None:

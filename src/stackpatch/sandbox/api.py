@@ -26,6 +26,7 @@ from stackpatch.errors import FaultError, UserError
 from stackpatch.sandbox import apprepo, baseimage, engine, stack as stack_mod
 from stackpatch.sandbox.progress import Report, timed
 from stackpatch.sandbox.registry import Registry, free_port, port_is_free
+from stackpatch.sandbox.registry import executable as registry_exe
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,29}$")
 STACK_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
@@ -46,6 +47,10 @@ class State:
     release: str = apprepo.RELEASE
     revision: str = ""
     images: dict[str, str] = field(default_factory=dict)  # app/front/db -> host/ns/repo:tag@sha256:...
+    # ownership: the directory this state was written in (a copy elsewhere proves nothing), and the
+    # engine objects this sandbox's deploys created, by id (stack.objects()); `down` removes only these
+    dir: str = ""
+    owned: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def stack(self) -> str:
@@ -213,9 +218,11 @@ def _build_and_push(reg: Registry, st: State, name: str, origin: Path, dir: Path
 # ---------------------------------------------------------------- up
 
 def up(dir: Path, name: str = "acme", registry_port: int | None = None) -> SandboxInfo:
-    """Bring the sandbox up (idempotent). Progress goes to stderr; the result says what was reused."""
+    """Bring the sandbox up (idempotent). Progress goes to stderr; the result says what was reused.
+
+    Every refusal comes before anything is started or written; should one still happen on a first
+    `up` (a registry port taken meanwhile), what this run made is undone."""
     _check_name(name)
-    report = Report()
     c = engine.client()
     dir = Path(dir).expanduser().absolute()
     st = State.load(dir) if dir.is_dir() else None
@@ -229,9 +236,54 @@ def up(dir: Path, name: str = "acme", registry_port: int | None = None) -> Sandb
     if registry_port is not None and st is None and not port_is_free(registry_port):
         raise UserError(f"--registry-port {registry_port}: the port is taken on 127.0.0.1 by another process: "
                         "choose a free port, or leave the option out to get one")
-    dir = _prepare_dir(dir)  # nothing is written before the checks above pass
+    _preflight(c, dir, st, name)  # nothing is started or written before this passes
+    fresh = st is None
+    made_dir = not dir.exists()
+    dir = _prepare_dir(dir)
     if st is None:
         st = State(name=name, registry_port=registry_port or free_port(), front_port=free_port())
+    st.dir = str(dir)
+    try:
+        return _up(c, dir, st)
+    except UserError:
+        if fresh:  # a first `up` refused half-way leaves nothing behind
+            _remove_local(c, dir, st)
+            if made_dir:
+                _rmdir_if_empty(dir)
+        raise
+
+
+def _preflight(c, dir: Path, st: State | None, name: str) -> None:
+    """Every check `up` can make before it changes anything: tools, swarm, stack ownership, ports."""
+    if st is not None and st.dir and Path(st.dir) != dir.resolve():
+        raise UserError(f"{dir / STATE} was written for the sandbox in {st.dir} (a copy?): use "
+                        f"--dir {st.dir}, or delete {dir}")
+    engine.docker_cli()
+    registry_exe()
+    if not baseimage.exists(c):
+        baseimage.mmdebstrap()
+    engine.swarm_state(c)
+    stack = f"{name}-prod"
+    found = stack_mod.objects(c, stack)
+    foreign = stack_mod.not_owned(found, st.owned if st else {})
+    if foreign:
+        legacy = " (this sandbox's state.json predates ownership records)" if st is not None and not st.dir else ""
+        raise UserError(f"stack {stack} already runs on this engine and is not this sandbox's{legacy} "
+                        f"({', '.join(foreign[:3])}{' …' if len(foreign) > 3 else ''}): pass another --name, "
+                        "or remove that stack")
+    if st is not None:
+        reg = Registry(dir, st.registry_port)
+        if not reg.pid() and not port_is_free(st.registry_port):
+            raise UserError(f"this sandbox's registry port {st.registry_port} is taken by another process: free "
+                            "it, or `stackpatch sandbox down` and `up` to pick another")
+        if not found["services"] and not port_is_free(st.front_port):
+            raise UserError(f"the front port {st.front_port} is taken by another process: free it, or "
+                            "`stackpatch sandbox down` and `up` to pick another")
+
+
+def _up(c, dir: Path, st: State) -> SandboxInfo:
+    report = Report()
+    name = st.name
     app_dir, origin_dir = _paths(dir, name)
     config_dir = dir / "docker-config"
 
@@ -289,6 +341,7 @@ def up(dir: Path, name: str = "acme", registry_port: int | None = None) -> Sandb
     else:
         st.images.update(_build_and_push(reg, st, name, origin_dir, dir, config_dir))
         report.did("app images")
+    st.save(dir)
     # db (PostgreSQL) and edge (HAProxy) run the base image itself, pushed under two names
     base_tag = f"base-{baseimage.spec_hash()}"
     for image in BASE_IMAGES:
@@ -299,6 +352,8 @@ def up(dir: Path, name: str = "acme", registry_port: int | None = None) -> Sandb
             ref = f"{reg.host}/{name}/{image}:{base_tag}"
             with timed(f"push {image} image {ref}"):
                 engine.cli("tag", st.base_image, ref)
+                st.images[image] = ref  # the local tag is this sandbox's from now on (down removes it)
+                st.save(dir)
                 engine.cli("push", ref, config_dir=config_dir, what=f"docker push {ref}")
             pinned = _pinned(reg, f"{name}/{image}", base_tag)
             if not pinned:
@@ -309,11 +364,11 @@ def up(dir: Path, name: str = "acme", registry_port: int | None = None) -> Sandb
 
     # stack
     front_url = f"http://127.0.0.1:{st.front_port}"
+    foreign = stack_mod.not_owned(stack_mod.objects(c, st.stack), st.owned)
+    if foreign:  # deployed by someone else since the preflight: up undoes this run's work
+        raise UserError(f"stack {st.stack} appeared on this engine meanwhile and is not this sandbox's "
+                        f"({', '.join(foreign[:3])}): pass another --name, or remove that stack")
     current = stack_mod.states(c, st.stack)
-    foreign = [n for n, s in current.items() if not s["image"].startswith(f"{reg.host}/")]
-    if foreign:
-        raise UserError(f"stack {st.stack} already runs on this engine and is not this sandbox's (its {foreign[0]} "
-                        f"image is not from {reg.host}): pass another --name, or remove that stack")
     expected_images = {"phpfiles": st.images["app"], "phpha": st.images["app"], "web": st.images["front"],
                        "edge": st.images["edge"], "db": st.images["db"]}
     same = set(current) == set(SERVICES) and all(current[s]["image"] == expected_images[s] for s in SERVICES)
@@ -328,14 +383,16 @@ def up(dir: Path, name: str = "acme", registry_port: int | None = None) -> Sandb
         report.reuse(f"stack {st.stack} at {expect_release} (all services at full healthy replicas)"
                      + (f"; patched since {st.release}, left as it is" if patched else ""))
     else:
-        if not current and not port_is_free(st.front_port):
-            raise UserError(f"the front port {st.front_port} is taken by another process: free it, or "
-                            "`stackpatch sandbox down` and `up` to pick another")
         with timed(f"deploy stack {st.stack} from {apprepo.RELEASE} and wait until healthy"):
-            stack_mod.deploy(st.stack, app_dir / "deploy" / "stack.yml", _deploy_env(st, st.front_port), config_dir)
-            stack_mod.wait_healthy(c, st.stack, set(SERVICES))
+            try:
+                stack_mod.deploy(st.stack, app_dir / "deploy" / "stack.yml", _deploy_env(st, st.front_port),
+                                 config_dir)
+                stack_mod.wait_healthy(c, st.stack, set(SERVICES))
+            finally:  # whatever the deploy made is this sandbox's: record it, even when the wait failed
+                _record_owned(c, dir, st)
         with timed("run migrations in phpfiles"):
             stack_mod.run_in_service(c, st.stack, "phpfiles", ["python3", "/app/migrate.py"])
+        _record_owned(c, dir, st)  # the volumes the tasks made while starting
         report.did("stack")
     got = stack_mod.wait_version(front_url, expect_release, expect_revision)
     ui.ok(f"{front_url}/version answers release {got['release']} at {got['revision']}")
@@ -343,6 +400,13 @@ def up(dir: Path, name: str = "acme", registry_port: int | None = None) -> Sandb
     info.built, info.reused, info.seconds = report.built, report.reused, round(report.elapsed(), 1)
     info.serving = {"release": got["release"], "revision": got["revision"]}
     return info
+
+
+def _record_owned(c, dir: Path, st: State) -> None:
+    """After this sandbox's own deploy: every object under the stack's label is its (the preflight
+    refused any that were there before and were not)."""
+    st.owned = stack_mod.objects(c, st.stack)
+    st.save(dir)
 
 
 def _info(c, dir: Path, st: State) -> SandboxInfo:
@@ -374,56 +438,82 @@ def status(dir: Path) -> SandboxInfo:
 # ---------------------------------------------------------------- down
 
 def down(dir: Path, all: bool = False) -> dict[str, Any]:
-    """Remove the stack (services, volumes, networks), stop the registry, remove what up wrote in DIR.
-    The base image stays cached unless all."""
+    """Remove what this sandbox's state says it created: its stack's services, volumes and networks (by
+    id), its registry process, the local tags of its images, and what up wrote in DIR. Anything else of
+    the same name (another sandbox's stack, a process it did not start) is left alone. The base image
+    stays cached unless all."""
     dir = Path(dir).expanduser().resolve()
     st = State.load(dir) if dir.is_dir() else None
+    done: dict[str, Any] = {"stack": None, "registry_stopped": False, "files": [], "base_image_removed": False,
+                            "left_alone": []}
     if st is None and not all:
         ui.warn(f"no sandbox in {dir}: nothing to remove")
-        return {"stack": None, "registry_stopped": False, "files": [], "base_image_removed": False}
+        return done
+    if st is not None and st.dir and Path(st.dir) != dir:
+        raise UserError(f"{dir / STATE} was written for the sandbox in {st.dir} (a copy?): run "
+                        f"`stackpatch sandbox down --dir {st.dir}` for that one; nothing was removed")
     c = engine.client()
-    done: dict[str, Any] = {"stack": None, "registry_stopped": False, "files": [], "base_image_removed": False}
     errors: list[str] = []
     if st is not None:
-        try:
-            with timed(f"remove stack {st.stack} with its volumes and networks"):
-                done["stack"] = {"name": st.stack, **stack_mod.remove(c, st.stack)}
-        except FaultError as e:  # go on: the registry and the files must still go
-            errors.append(str(e))
-        reg = Registry(dir, st.registry_port)
-        done["registry_stopped"] = reg.stop()
-        if done["registry_stopped"]:
-            ui.ok(f"stopped the registry on {reg.host}")
-        for ref in st.images.values():  # local tags of the images built/pushed for this sandbox
+        found = stack_mod.objects(c, st.stack)
+        done["left_alone"] = stack_mod.not_owned(found, st.owned)
+        if done["left_alone"]:
+            ui.warn(f"left alone on stack {st.stack}, not created by this sandbox: {', '.join(done['left_alone'])}")
+        mine = {k: dict(st.owned.get(k) or {}) for k in ("services", "volumes", "networks")}
+        if any(mine.values()):
             try:
-                c.images.remove(ref.split("@", 1)[0], noprune=False)
-            except Exception:  # noqa: BLE001 - already gone or still used: nothing to undo
-                pass
+                with timed(f"remove what this sandbox deployed on stack {st.stack}"):
+                    done["stack"] = {"name": st.stack, **stack_mod.remove(c, st.stack, only=mine)}
+            except FaultError as e:  # go on: the registry and the files must still go
+                errors.append(str(e))
+        done["registry_stopped"] = _remove_local(c, dir, st, files=False)
         if errors:  # keep the state so that `down` can be run again
             raise FaultError(f"sandbox down stopped the registry but: {errors[0]}: run `stackpatch sandbox down` again")
-        app_dir, origin_dir = _paths(dir, st.name)
-        for p in (app_dir, origin_dir):
-            if p.exists():
-                shutil.rmtree(p)
-                done["files"].append(str(p))
-    if dir.is_dir():
-        for rel in OWNED:
-            p = dir / rel
-            if p.is_dir():
-                shutil.rmtree(p)
-                done["files"].append(str(p))
-            elif p.exists():
-                p.unlink()
-                done["files"].append(str(p))
-        try:
-            dir.rmdir()  # only when empty: never remove what we did not write
-        except OSError:
-            pass
+    done["files"] = _remove_files(dir, st)
     if all:
         done["base_image_removed"] = baseimage.remove(c)
         if done["base_image_removed"]:
             ui.ok(f"removed base image {baseimage.tag()}")
     return done
+
+
+def _remove_local(c, dir: Path, st: State, files: bool = True) -> bool:
+    """Stop this sandbox's registry (its pid file and config path prove it), remove the local tags of its
+    images and (with files) what up wrote in dir. True when a registry was stopped."""
+    reg = Registry(dir, st.registry_port)
+    stopped = reg.stop()
+    if stopped:
+        ui.ok(f"stopped the registry on {reg.host}")
+    for ref in st.images.values():  # local tags of the images built/pushed for this sandbox
+        try:
+            c.images.remove(ref.split("@", 1)[0], noprune=False)
+        except Exception:  # noqa: BLE001 - already gone or still used: nothing to undo
+            pass
+    if files:
+        _remove_files(dir, st)
+    return stopped
+
+
+def _remove_files(dir: Path, st: State | None) -> list[str]:
+    """What up writes in dir (the app repo, its origin and OWNED), then dir itself when that leaves it empty."""
+    removed = []
+    paths = list(_paths(dir, st.name)) if st is not None else []
+    for p in [*paths, *(dir / rel for rel in OWNED)]:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+            removed.append(str(p))
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+            removed.append(str(p))
+    _rmdir_if_empty(dir)
+    return removed
+
+
+def _rmdir_if_empty(dir: Path) -> None:
+    try:
+        dir.rmdir()  # only when empty: never remove what we did not write
+    except OSError:
+        pass
 
 
 # ---------------------------------------------------------------- fork and remove_stack

@@ -61,11 +61,16 @@ def exists(c: docker.DockerClient) -> bool:
         return False
 
 
-def build(workdir: Path, timeout: float = 900) -> str:
-    """mmdebstrap into a tar under workdir, import it, delete the tar. Returns the tag."""
+def mmdebstrap() -> str:
     exe = shutil.which("mmdebstrap")
     if not exe:
         raise UserError("mmdebstrap is not installed: `apt-get install mmdebstrap` (or `make setup`) and retry")
+    return exe
+
+
+def build(workdir: Path, timeout: float = 900) -> str:
+    """mmdebstrap into a tar under workdir, import it, delete the tar. Returns the tag."""
+    exe = mmdebstrap()
     workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="base-", dir=workdir) as tmp:
         tar = Path(tmp) / "rootfs.tar"

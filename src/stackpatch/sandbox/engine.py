@@ -46,6 +46,21 @@ def client() -> docker.DockerClient:
     return c
 
 
+def describe(timeout: float = 3) -> str:
+    """One line: the engine at DOCKER_HOST (or the default socket), its version and the API version
+    stackpatch talks to it with, or that it does not answer. Never raises (for `--version`)."""
+    host = docker_host()
+    try:
+        api = docker.APIClient(base_url=host, timeout=timeout, version="auto")  # negotiates: GET /version
+        try:
+            v = api.version(api_version=False)
+        finally:
+            api.close()
+        return f"Docker engine {v.get('Version', '?')} at {host}, API {api.api_version}"
+    except Exception:  # noqa: BLE001 - any failure is "does not answer": --version must always work
+        return f"Docker engine: none answers at {host} (stackpatch needs one to ship; `make setup` starts it)"
+
+
 @lru_cache(maxsize=1)
 def docker_cli() -> tuple[str, bool]:
     """(path of the docker CLI, whether it supports BuildKit). Debian's 20.10 client in /usr/bin first."""
@@ -93,17 +108,23 @@ def last_line(text: str) -> str:
     return lines[-1] if lines else "(no output)"
 
 
-def ensure_swarm(c: docker.DockerClient) -> str:
-    """Make the engine a one-node swarm if it is not one. Returns 'reused' or 'initialised'."""
-    info = c.info()
-    sw = info.get("Swarm") or {}
+def swarm_state(c: docker.DockerClient) -> str:
+    """'active' (a manager) or 'inactive'; a worker or a pending/locked/broken swarm is refused."""
+    sw = c.info().get("Swarm") or {}
     state = sw.get("LocalNodeState")
     if state == "active":
         if not sw.get("ControlAvailable"):
             raise UserError("this engine is a swarm worker, not a manager: run the sandbox on a manager node")
-        return "reused"
+        return "active"
     if state in ("pending", "locked", "error"):
         raise UserError(f"the engine's swarm is {state}: fix it (`docker swarm unlock`, or leave and retry)")
+    return "inactive"
+
+
+def ensure_swarm(c: docker.DockerClient) -> str:
+    """Make the engine a one-node swarm if it is not one. Returns 'reused' or 'initialised'."""
+    if swarm_state(c) == "active":
+        return "reused"
     try:
         c.swarm.init(advertise_addr="127.0.0.1", listen_addr="127.0.0.1:2377")
     except APIError as e:

@@ -17,11 +17,16 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import bcrypt
+
 from stackpatch.errors import FaultError, UserError
 
 USER = "stackpatch"
 USER_KEY = "SANDBOX_REGISTRY_USER"
 PASSWORD_KEY = "SANDBOX_REGISTRY_PASSWORD"
+# `htpasswd -B`'s default cost: the registry checks the hash on every request of a push, and the password is
+# 24 random bytes, so a higher cost would only slow pushes down
+BCRYPT_COST = 5
 MANIFEST_TYPES = ", ".join([
     "application/vnd.docker.distribution.manifest.v2+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
@@ -48,6 +53,31 @@ def port_is_free(port: int) -> bool:
                 return False
             raise
     return True
+
+
+def executable() -> str:
+    """Debian's docker-registry, or a one-line UserError saying how to install it."""
+    exe = shutil.which("docker-registry")
+    if not exe:
+        raise UserError("docker-registry is not installed: `apt-get install docker-registry` "
+                        "(or `make setup`) and retry")
+    return exe
+
+
+def htpasswd_line(user: str, password: str) -> str:
+    """One htpasswd line with a bcrypt hash, as `htpasswd -B` writes it (Python's bcrypt says $2b$, Apache
+    $2y$: the registry checks it with Go's bcrypt, which reads both). No apache2-utils needed."""
+    if ":" in user or "\n" in user:
+        raise ValueError(f"an htpasswd user name cannot hold ':' or a newline: {user!r}")
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=BCRYPT_COST)).decode()
+    return f"{user}:{hashed}\n"
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (it holds a secret or its hash)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
 
 
 class Registry:
@@ -90,19 +120,12 @@ class Registry:
         htpasswd = self.dir / "htpasswd"
         if self.env_file.is_file() and htpasswd.is_file():
             return False
-        tool = shutil.which("htpasswd")
-        if not tool:
-            raise UserError("htpasswd is not installed: install apache2-utils (or run `make setup`) and retry")
         password = secrets.token_urlsafe(24)
         self.dir.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.run([tool, "-iBc", str(htpasswd), USER], input=password, capture_output=True,
-                              text=True, stdin=None)
-        if proc.returncode != 0:
-            raise FaultError(f"htpasswd failed: {proc.stderr.strip().splitlines()[-1:] or '?'}")
-        fd = os.open(self.env_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write("# credentials of the stackpatch sandbox registry (written by `stackpatch sandbox up`)\n"
-                    f"{USER_KEY}={USER}\n{PASSWORD_KEY}={password}\n")
+        _write_private(htpasswd, htpasswd_line(USER, password))
+        _write_private(self.env_file,
+                       "# credentials of the stackpatch sandbox registry (written by `stackpatch sandbox up`)\n"
+                       f"{USER_KEY}={USER}\n{PASSWORD_KEY}={password}\n")
         return True
 
     # ------------------------------------------------------------ process
@@ -144,10 +167,7 @@ class Registry:
         if not port_is_free(self.port):
             raise UserError(f"port {self.port} on 127.0.0.1 is taken by another process: free it, or use "
                             "another --registry-port (or `stackpatch sandbox down` to start afresh)")
-        exe = shutil.which("docker-registry")
-        if not exe:
-            raise UserError("docker-registry is not installed: `apt-get install docker-registry` "
-                            "(or `make setup`) and retry")
+        exe = executable()
         self.write_config()
         log = open(self.log_file, "ab")
         try:

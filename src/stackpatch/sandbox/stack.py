@@ -129,11 +129,37 @@ def wait_version(front_url: str, release: str, revision: str, timeout: float = 6
                      f"within {timeout:.0f}s (last answer: {str(got)[:200]})")
 
 
-def remove(c: docker.DockerClient, stack: str, timeout: float = 120) -> dict[str, int]:
+def objects(c: docker.DockerClient, stack: str) -> dict[str, dict[str, str]]:
+    """What the engine holds under the stack's namespace label, identified beyond its name:
+    {"services": {name: id}, "volumes": {name: CreatedAt}, "networks": {id: name}, "configs": {id: name}}
+    (configs: the edge's haproxy.cfg)."""
+    flt = {"label": f"{NS}={stack}"}
+    return {
+        "services": {svc.name: svc.id for svc in services(c, stack)},
+        "volumes": {v["Name"]: v.get("CreatedAt", "") for v in c.api.volumes(filters=flt).get("Volumes") or []},
+        "networks": {n["Id"]: n["Name"] for n in c.api.networks(filters=flt)},
+        "configs": {x["ID"]: x["Spec"]["Name"] for x in c.api.configs(filters=flt)},
+    }
+
+
+def not_owned(found: dict[str, dict[str, str]], owned: dict[str, dict[str, str]]) -> list[str]:
+    """The objects of `found` (see objects()) that `owned` does not name with the same id: the names."""
+    mine = {k: owned.get(k) or {} for k in ("services", "volumes", "networks", "configs")}
+    return ([f"service {n}" for n, i in found["services"].items() if i not in mine["services"].values()]
+            + [f"volume {n}" for n, t in found["volumes"].items() if mine["volumes"].get(n) != t]
+            + [f"network {n}" for i, n in found["networks"].items() if i not in mine["networks"]]
+            + [f"config {n}" for i, n in (found.get("configs") or {}).items() if i not in mine["configs"]])
+
+
+def remove(c: docker.DockerClient, stack: str, timeout: float = 120,
+           only: dict[str, dict[str, str]] | None = None) -> dict[str, int]:
     """Remove the stack's services, wait until their containers are gone, then its volumes, networks and
-    configs (the edge's haproxy.cfg): everything `docker stack deploy` labelled with the stack's name."""
+    configs. With `only` (a record of objects()), remove just the objects it names with the same id,
+    nothing else."""
     removed = {"services": 0, "volumes": 0, "networks": 0, "configs": 0}
-    for svc in services(c, stack):
+    ids = set((only or {}).get("services", {}).values())
+    svcs = [s for s in services(c, stack) if only is None or s.id in ids]
+    for svc in svcs:
         try:
             svc.remove()
             removed["services"] += 1
@@ -145,7 +171,10 @@ def remove(c: docker.DockerClient, stack: str, timeout: float = 120) -> dict[str
         try:
             left = c.api.containers(all=True, filters=flt)
         except APIError:  # Docker 20.10 can answer 404 while it removes a listed container: look again
-            left = [{"State": "removing"}]
+            left = [{"State": "removing", "Labels": {}}]
+        if only is not None:  # only the containers of the services removed above (or being removed)
+            left = [x for x in left if (x.get("Labels") or {}).get("com.docker.swarm.service.id", "?") in ids
+                    or x.get("State") == "removing" and not x.get("Labels")]
         if not left:
             break
         if time.monotonic() > deadline:
@@ -158,7 +187,10 @@ def remove(c: docker.DockerClient, stack: str, timeout: float = 120) -> dict[str
                 except (NotFound, APIError):
                     pass
         time.sleep(0.2)
+    vols = (only or {}).get("volumes", {})
     for vol in c.volumes.list(filters=flt):
+        if only is not None and vols.get(vol.name) != vol.attrs.get("CreatedAt", ""):
+            continue
         while True:
             try:
                 vol.remove()
@@ -170,7 +202,10 @@ def remove(c: docker.DockerClient, stack: str, timeout: float = 120) -> dict[str
                 if time.monotonic() > deadline:
                     raise FaultError(f"cannot remove volume {vol.name}: {e.explanation or e}") from None
                 time.sleep(0.25)  # the engine releases the volume a moment after the container goes
+    nets = (only or {}).get("networks", {})
     for net in c.networks.list(filters=flt):
+        if only is not None and net.id not in nets:
+            continue
         while True:
             try:
                 net.remove()
@@ -182,7 +217,10 @@ def remove(c: docker.DockerClient, stack: str, timeout: float = 120) -> dict[str
                 if time.monotonic() > deadline:
                     raise FaultError(f"cannot remove network {net.name}: {e.explanation or e}") from None
                 time.sleep(0.25)
+    cfgs = (only or {}).get("configs", {})
     for cfg in c.api.configs(filters=flt):
+        if only is not None and cfg["ID"] not in cfgs:
+            continue
         try:
             c.api.remove_config(cfg["ID"])
             removed["configs"] += 1

@@ -217,6 +217,9 @@ class Target(Protocol):
     def remove_lock(self, run_id: str | None) -> bool:
         """Remove the lock if `run_id` holds it (None: whoever holds it). True when removed."""
 
+    def renew_lock(self, run_id: str, expires_at: float) -> bool:
+        """Move the lock's expiry to `expires_at` if `run_id` holds it (the heartbeat). True when renewed."""
+
     def is_unreachable(self, e: BaseException) -> bool:
         """True when `e` means the target could not be reached (as opposed to a refusal)."""
 

@@ -11,6 +11,7 @@ maps what docker-py, requests, urllib3 and paramiko raise into three stackpatch 
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 import docker
@@ -46,6 +47,8 @@ def map_error(host: str, e: BaseException) -> StackpatchError:
                                "(or DOCKER_HOST) at a manager node, or `docker swarm init` there")
         return EngineError(f"the Docker engine at {host} refused a request: {msg}")
     reason = short(e, 160)
+    if isinstance(e, ValueError):  # it answered, with a body that is not the JSON it promised
+        return EngineError(f"the Docker engine at {host} sent an unreadable reply ({reason})")
     if "Permission denied" in reason:
         return EngineUnreachable(f"the Docker engine at {host} refused access (permission denied): add your "
                                  "user to the docker group, or fix target.docker_host / DOCKER_HOST")
@@ -62,16 +65,29 @@ class Engine:
         self._api = api
         self.host = host
 
+    # calls that only read: an engine hiccup (a reset connection, an empty reply under load) is retried
+    READS = frozenset({"ping", "version", "info", "services", "inspect_service", "tasks", "inspect_task",
+                       "containers", "inspect_container", "inspect_image", "configs", "inspect_config",
+                       "logs", "exec_inspect", "nodes", "inspect_node"})
+
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self._api, name)
         if not callable(attr):
             return attr
+        tries = 3 if name in self.READS else 1
 
         def call(*a: Any, **kw: Any) -> Any:
-            try:
-                return attr(*a, **kw)
-            except Exception as e:  # noqa: BLE001 - mapped, never swallowed
-                raise map_error(self.host, e) from None
+            for attempt in range(tries):
+                try:
+                    return attr(*a, **kw)
+                except Exception as e:  # noqa: BLE001 - mapped, never swallowed
+                    err = map_error(self.host, e)
+                    transient = not isinstance(e, docker.errors.APIError) or \
+                        (e.status_code or 0) >= 500 and not isinstance(err, EngineObjectMissing)
+                    if attempt + 1 < tries and transient and "not a swarm manager" not in str(err):
+                        time.sleep(0.3 * (attempt + 1))
+                        continue
+                    raise err from None
         return call
 
     def post_json(self, path: str, *args: str, data: dict, params: dict | None = None,

@@ -13,7 +13,8 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Callable
 
 from stackpatch.errors import EngineError, EngineObjectMissing, EngineUnreachable, FaultError
-from stackpatch.targets.base import (ImageRef, JobStatus, LockInfo, Observation, ServiceState, TargetState)
+from stackpatch.targets.base import (ImageRef, JobStatus, LockInfo, Observation, ServiceState, TargetState,
+                                     same_image)
 from stackpatch.targets.swarm import spec as S
 from stackpatch.targets.swarm.client import STACK_LABEL, Engine, connect, registry_auth_header
 
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
 LabelResolver = Callable[[ImageRef], dict[str, str]]
 LOCK_LABEL = "stackpatch.lock"
+LOCK_EXPIRES_LABEL = "stackpatch.lock.expires-at"  # the heartbeat's renewed expiry
 
 
 def lock_name(stack: str) -> str:
@@ -44,6 +46,16 @@ def decode_lock(data_b64: str | bytes | None) -> LockInfo:
     except (ValueError, KeyError, TypeError):
         # unreadable lock: held by an unknown owner, expired (so `unlock --force` can clear it)
         return LockInfo("unknown", "unknown", 0, "?", "?", 0.0, 0.0)
+
+
+def _lock_of(config: dict) -> LockInfo:
+    info = decode_lock(config["Spec"].get("Data"))
+    try:
+        renewed = float((config["Spec"].get("Labels") or {})[LOCK_EXPIRES_LABEL])
+    except (KeyError, ValueError):
+        return info
+    return LockInfo(info.owner, info.host, info.pid, info.version, info.run_id, info.started_at,
+                    max(info.expires_at, renewed))
 
 
 class SwarmTarget:
@@ -198,8 +210,13 @@ class SwarmTarget:
         if raw is None:
             raise FaultError(f"service {self._full(name)} is gone from the stack: check `docker stack ps`")
         tasks = self.engine.tasks(filters={"service": raw["ID"]})
-        views = [S.task_view(t, self._health(t) if (t.get("Status") or {}).get("State") == "running" else None)
-                 for t in tasks]
+
+        def health(t: dict) -> str | None:
+            # only the tasks that count: running the wanted image, meant to run (an old task being
+            # stopped can answer an inspect with an empty body on Docker 20.10)
+            live = (t.get("Status") or {}).get("State") == "running" and t.get("DesiredState") == "running"
+            return self._health(t) if live and same_image(t["Spec"]["ContainerSpec"]["Image"], image) else None
+        views = [S.task_view(t, health(t)) for t in tasks]
         return S.observation(name, raw, views)
 
     # ---------------------------------------------------------------- the release phase
@@ -283,7 +300,7 @@ class SwarmTarget:
 
     def read_lock(self) -> LockInfo | None:
         c = self._lock_config()
-        return None if c is None else decode_lock(c["Spec"].get("Data"))
+        return None if c is None else _lock_of(c)
 
     def create_lock(self, info: LockInfo) -> bool:
         """Creating a config whose name exists fails (409): atomic across machines."""
@@ -310,6 +327,16 @@ class SwarmTarget:
             return True
         except EngineObjectMissing:
             return False
+
+    def renew_lock(self, run_id: str, expires_at: float) -> bool:
+        """A config's data cannot change, its labels can: the renewed expiry is a label."""
+        c = self._lock_config()
+        if c is None or decode_lock(c["Spec"].get("Data")).run_id != run_id:
+            return False
+        spec = dict(c["Spec"])
+        spec["Labels"] = {**(spec.get("Labels") or {}), LOCK_EXPIRES_LABEL: f"{expires_at:.3f}"}
+        self.engine.post_json("/configs/{0}/update", c["ID"], data=spec, params={"version": c["Version"]["Index"]})
+        return True
 
 
 def from_config(cfg: "Config", label_resolver: LabelResolver | None = None) -> SwarmTarget:
