@@ -323,6 +323,7 @@ def test_down_leaves_nothing_behind(sandbox):
         assert c.containers.list(all=True, filters=flt) == []
         assert c.volumes.list(filters=flt) == []
         assert c.networks.list(filters=flt) == []
+        assert c.api.configs(filters=flt) == []  # the edge's haproxy.cfg
         assert not Path(f"/proc/{pid}").exists() or b"docker-registry" not in Path(f"/proc/{pid}/cmdline").read_bytes()
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0

@@ -459,7 +459,7 @@ def down(dir: Path, all: bool = False) -> dict[str, Any]:
         done["left_alone"] = stack_mod.not_owned(found, st.owned)
         if done["left_alone"]:
             ui.warn(f"left alone on stack {st.stack}, not created by this sandbox: {', '.join(done['left_alone'])}")
-        mine = {k: dict(st.owned.get(k) or {}) for k in ("services", "volumes", "networks")}
+        mine = {k: dict(st.owned.get(k) or {}) for k in ("services", "volumes", "networks", "configs")}
         if any(mine.values()):
             try:
                 with timed(f"remove what this sandbox deployed on stack {st.stack}"):
