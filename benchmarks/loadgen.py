@@ -6,6 +6,12 @@ line: its wall-clock start, status or error, latency and the `revision` of a `/v
 
     python benchmarks/loadgen.py http://127.0.0.1:8080/version --rate 100 --duration 30 --out run.jsonl
     python benchmarks/loadgen.py URL --stop-file /tmp/stop --max-duration 900 --out run.jsonl
+    python benchmarks/loadgen.py URL --rate 500 --duration 10 --post-share 0.2 --post-path /notes
+
+With `--post-share S`, that share of the requests (spread evenly: with 0.2, every fifth) is a
+`POST <post-path>` of `{"request_id": "<tag>-<seq>", "text": "loadgen"}` instead of the GET, each with its
+own request id, so the rows the app wrote can be counted against the answers (`post_figures`): a request
+a proxy sent twice shows up as two rows with one request id.
 
 Every request opens its own connection (`Connection: close`), so each one proves that something is
 listening, which is what a deploy's gap is about. Plain asyncio streams, no client library: the generator
@@ -50,6 +56,8 @@ class Sample:
     latency_ms: float         # from the moment it was sent to the end of the answer (or the error)
     lag_ms: float             # how late the generator sent it after it was due (client saturation)
     revision: str | None      # `revision` of a JSON answer, if any
+    method: str = "GET"
+    request_id: str | None = None  # a POST's request id (what the app stores with its row)
 
     @property
     def ok(self) -> bool:
@@ -60,7 +68,7 @@ class Sample:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "Sample":
-        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
 class BadAnswer(ValueError):
@@ -78,14 +86,18 @@ def _revision(body: bytes) -> str | None:
     return str(rev) if rev is not None else None
 
 
-async def get(host: str, port: int, target: str, timeout: float) -> tuple[int, bytes]:
-    """One HTTP/1.1 GET on a new connection; (status, body). Raises OSError, asyncio.TimeoutError,
-    ValueError (a malformed answer)."""
+async def get(host: str, port: int, target: str, timeout: float, *, method: str = "GET",
+              payload: bytes | None = None) -> tuple[int, bytes]:
+    """One HTTP/1.1 request (GET unless told) on a new connection; (status, body). Raises OSError,
+    asyncio.TimeoutError, ValueError (a malformed answer)."""
     async def exchange() -> tuple[int, bytes]:
         reader, writer = await asyncio.open_connection(host, port)
         try:
-            writer.write(f"GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: stackpatch-loadgen\r\n"
-                         "Accept: application/json\r\nConnection: close\r\n\r\n".encode())
+            head = (f"{method} {target} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: stackpatch-loadgen\r\n"
+                    "Accept: application/json\r\nConnection: close\r\n")
+            if payload is not None:
+                head += f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+            writer.write(head.encode() + b"\r\n" + (payload or b""))
             await writer.drain()
             raw = await reader.read(-1)  # the server closes: Connection: close
         finally:
@@ -114,16 +126,33 @@ def _unchunk(data: bytes) -> bytes:
         i = j + 2 + size + 2
 
 
+def is_post(seq: int, share: float) -> bool:
+    """Request `seq` is a POST: `share` of the requests, spread evenly (0.2: seq 4, 9, 14, ...)."""
+    return share > 0 and math.floor((seq + 1) * share + 1e-9) > math.floor(seq * share + 1e-9)
+
+
+def new_tag() -> str:
+    """A request-id prefix that no earlier run used: `lg<epoch seconds hex><random hex>`."""
+    return f"lg{int(time.time()):x}{os.urandom(3).hex()}"
+
+
 async def run(url: str, rate: float = 100.0, duration: float | None = None, *,
               stop_file: str | os.PathLike | None = None, stop_event: asyncio.Event | None = None,
               out: str | os.PathLike | None = None, timeout: float = 2.0,
-              max_duration: float = 900.0) -> list[Sample]:
+              max_duration: float = 900.0, post_share: float = 0.0, post_path: str = "/notes",
+              tag: str | None = None) -> list[Sample]:
     """Send `rate` requests/s to `url` until `duration` passed, `stop_file` exists or `stop_event` is set,
-    and never longer than `max_duration`. Returns the samples sorted by due time; writes them to `out`
+    and never longer than `max_duration`; `post_share` of them are POSTs to `post_path` on the same host,
+    with request ids `<tag>-<seq>`. Returns the samples sorted by due time; writes them to `out`
     (JSON lines, in completion order, flushed as they come) when given."""
     check_url(url)
     if not (0 < rate <= MAX_RATE):
         raise ValueError(f"rate must be in (0, {MAX_RATE:g}] requests/s, not {rate}")
+    if not (0 <= post_share <= 1):
+        raise ValueError(f"post_share must be between 0 and 1, not {post_share}")
+    if not post_path.startswith("/"):
+        raise ValueError(f"post_path must start with '/', not {post_path!r}")
+    tag = tag or new_tag()
     if duration is None and stop_file is None and stop_event is None:
         raise ValueError("give a duration, a stop file or a stop event: the load must be bounded")
     limit = min(max_duration, HARD_MAX_DURATION)
@@ -139,9 +168,15 @@ async def run(url: str, rate: float = 100.0, duration: float | None = None, *,
 
     async def one(seq: int, due_mono: float, due_wall: float) -> None:
         sent = loop.time()
-        status = error = revision = None
+        status = error = revision = request_id = None
+        method = "GET"
         try:
-            status, body = await get(host, port, target, timeout)
+            if is_post(seq, post_share):
+                method, request_id = "POST", f"{tag}-{seq}"
+                payload = json.dumps({"request_id": request_id, "text": "loadgen"}).encode()
+                status, body = await get(host, port, post_path, timeout, method="POST", payload=payload)
+            else:
+                status, body = await get(host, port, target, timeout)
             revision = _revision(body)
         except asyncio.TimeoutError:
             error = f"Timeout: no complete answer within {timeout:g}s"
@@ -149,7 +184,7 @@ async def run(url: str, rate: float = 100.0, duration: float | None = None, *,
             error = f"{type(e).__name__}: {e}".strip()[:200]
         done = loop.time()
         s = Sample(seq, due_wall, due_mono - t0_mono, status, error, round((done - sent) * 1000, 3),
-                   round(max(0.0, sent - due_mono) * 1000, 3), revision)
+                   round(max(0.0, sent - due_mono) * 1000, 3), revision, method, request_id)
         samples.append(s)
         if sink is not None:
             sink.write(json.dumps(s.to_json()) + "\n")
@@ -206,7 +241,8 @@ def summarize(samples: Iterable[Sample]) -> dict[str, Any]:
     ss = sorted(samples, key=lambda s: (s.ts, s.seq))
     if not ss:
         return {"total_requests": 0, "failed_requests": 0, "longest_gap_s": 0.0, "p50_ms": None,
-                "p99_ms": None, "duration_s": 0.0, "statuses": {}, "revisions": []}
+                "p99_ms": None, "max_ms": None, "duration_s": 0.0, "statuses": {}, "revisions": [],
+                "post_requests": 0, "post_ok": 0}
     start = ss[0].ts
     end = max(s.ts + s.latency_ms / 1000 for s in ss)
     ok = [s for s in ss if s.ok]
@@ -222,6 +258,8 @@ def summarize(samples: Iterable[Sample]) -> dict[str, Any]:
         statuses[key] = statuses.get(key, 0) + 1
     revisions: list[dict[str, Any]] = []
     for s in ok:
+        if s.method != "GET":
+            continue  # which release answered: the GETs of /version say it
         if revisions and revisions[-1]["revision"] == s.revision:
             revisions[-1]["to_s"] = round(s.ts - start, 3)
             revisions[-1]["count"] += 1
@@ -234,10 +272,34 @@ def summarize(samples: Iterable[Sample]) -> dict[str, Any]:
         "longest_gap_s": round(gap, 3),
         "p50_ms": round(_percentile(lat, 50), 3) if lat else None,
         "p99_ms": round(_percentile(lat, 99), 3) if lat else None,
+        # the slowest request, answered or not (a timeout counts with the time it waited)
+        "max_ms": round(max(s.latency_ms for s in ss), 3),
         "duration_s": round(end - start, 3),
         "start_ts": start,
         "statuses": statuses,
         "revisions": revisions,
+        "post_requests": sum(1 for s in ss if s.method == "POST"),
+        "post_ok": sum(1 for s in ss if s.method == "POST" and s.ok),
+    }
+
+
+def post_figures(samples: Iterable[Sample], rows: dict[str, int]) -> dict[str, Any]:
+    """The POSTs against the rows the app wrote for them (`rows`: request id -> rows with that id).
+
+    post_applied_twice: POSTs with more than one row (a proxy or a client sent them twice);
+    post_lost: POSTs answered 2xx without a row; post_applied_unanswered: POSTs that got no 2xx answer but
+    whose row exists (the write happened, the answer was lost on the way)."""
+    posts = [s for s in samples if s.method == "POST" and s.request_id]
+    ok = {s.request_id for s in posts if s.ok}
+    ids = {s.request_id for s in posts}
+    return {
+        "post_requests": len(posts),
+        "post_ok": len(ok),
+        "post_rows": sum(n for rid, n in rows.items() if rid in ids),
+        "post_applied_twice": sum(1 for rid in ids if rows.get(rid, 0) > 1),
+        "post_lost": sum(1 for rid in ok if rows.get(rid, 0) == 0),
+        "post_applied_unanswered": sum(1 for rid in ids - ok if rows.get(rid, 0) > 0),
+        "post_unknown_rows": sum(n for rid, n in rows.items() if rid not in ids),
     }
 
 
@@ -251,15 +313,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-duration", type=float, default=900.0, help="never run longer (default 900 s)")
     ap.add_argument("--timeout", type=float, default=2.0, help="per-request timeout, seconds (default 2)")
     ap.add_argument("--out", help="write every request as a JSON line here")
+    ap.add_argument("--post-share", type=float, default=0.0,
+                    help="share of the requests that are POSTs, 0-1 (default 0: only GETs)")
+    ap.add_argument("--post-path", default="/notes", help="where the POSTs go (default /notes)")
+    ap.add_argument("--tag", help="request-id prefix of the POSTs (default: a new one, printed)")
     args = ap.parse_args(argv)
     try:
         check_url(args.url)
+        tag = args.tag or new_tag()
         samples = asyncio.run(run(args.url, args.rate, args.duration, stop_file=args.stop_file,
-                                  out=args.out, timeout=args.timeout, max_duration=args.max_duration))
+                                  out=args.out, timeout=args.timeout, max_duration=args.max_duration,
+                                  post_share=args.post_share, post_path=args.post_path, tag=tag))
     except ValueError as e:
         print(f"loadgen: error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(summarize(samples), indent=2))
+    print(json.dumps({**summarize(samples), "tag": tag}, indent=2))
     return 0
 
 

@@ -13,6 +13,10 @@ its arrival time since the command started), NAME.out (its stdout) and
 NAME.contender.json (the figures, as `schema.Contender` wants them). The lead time runs from the
 command's start to the first successful answer of the new revision after which no other revision
 answered; when that never happens it is the command's wall time and `new_revision_served` is false.
+
+With `post_share` (`--post-share`), that share of the requests are POSTs that each write one row (the
+example app's `POST /notes`); with `stack` (`--stack`), the rows are counted in that stack's database
+afterwards (`notes_rows`) and set against the answers: `post_requests`, `post_applied_twice`, ...
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,6 +48,36 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
     except asyncio.TimeoutError:
         proc.kill()
         await proc.wait()
+
+
+def notes_rows(stack: str, tag: str, timeout: float = 60) -> dict[str, int]:
+    """{request id: rows} of the example app's `notes` table for the request ids `<tag>-...`, read with
+    psql in the running task of the stack's `db` service (this node's container)."""
+    if not re.fullmatch(r"[A-Za-z0-9]{1,40}", tag):
+        raise ValueError(f"tag {tag!r}: letters and digits only")
+    docker = shutil.which("docker", path="/usr/bin:/usr/local/bin:/bin") or "docker"
+    ids = subprocess.run([docker, "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={stack}_db",
+                          "--filter", "status=running"], capture_output=True, text=True, timeout=timeout,
+                         check=True).stdout.split()
+    if not ids:
+        raise RuntimeError(f"no running container of {stack}_db to count the rows in")
+    sql = f"SELECT request_id, count(*) FROM notes WHERE request_id LIKE '{tag}-%' GROUP BY request_id"
+    out = subprocess.run([docker, "exec", ids[0], "psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres",
+                          "-AtF", "\t", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                         capture_output=True, text=True, timeout=timeout)
+    if out.returncode != 0:
+        raise RuntimeError(f"counting the rows in {stack}_db failed: {out.stderr.strip()[:300]}")
+    rows: dict[str, int] = {}
+    for line in out.stdout.splitlines():
+        if "\t" in line:
+            rid, n = line.rsplit("\t", 1)
+            rows[rid] = int(n)
+    return rows
+
+
+def window(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: summary.get(k) for k in ("total_requests", "failed_requests", "longest_gap_s", "p50_ms", "p99_ms",
+                                        "max_ms")}
 
 
 def phases_from_lines(lines: Sequence[str]) -> tuple[dict[str, list[float]], dict[str, Any]]:
@@ -86,7 +123,8 @@ async def measure(url: str, argv: Sequence[str], out_dir: Path, name: str, *, ra
                   phases_file: Path | None = None, timeout: float = 2.0, max_duration: float = 3600.0,
                   title: str | None = None, env: Mapping[str, str] | None = None, cwd: Path | None = None,
                   phases_hook: Callable[[str, list[tuple[float, str]], float, float], dict[str, list[float]]] | None = None,
-                  command_timeout: float | None = None) -> dict[str, Any]:
+                  command_timeout: float | None = None, post_share: float = 0.0, post_path: str = "/notes",
+                  stack: str | None = None) -> dict[str, Any]:
     """`env` is added to the command's environment (secrets go there, never in `argv`: argv is recorded).
     The command's stdout is kept in NAME.out, its stderr in NAME.log with each line's arrival time.
     `phases_hook(stdout, [(ts, stderr line)], t_start, t_end)`, when given, returns more phases ({name: [start, end]}, epoch)
@@ -94,8 +132,10 @@ async def measure(url: str, argv: Sequence[str], out_dir: Path, name: str, *, ra
     loadgen.check_url(url)
     out_dir.mkdir(parents=True, exist_ok=True)
     stop = asyncio.Event()
+    tag = loadgen.new_tag()
     load = asyncio.create_task(loadgen.run(url, rate, stop_event=stop, out=out_dir / f"{name}.jsonl",
-                                           timeout=timeout, max_duration=max_duration))
+                                           timeout=timeout, max_duration=max_duration, post_share=post_share,
+                                           post_path=post_path, tag=tag))
     try:
         await asyncio.sleep(before)
         t_start = time.time()
@@ -142,12 +182,17 @@ async def measure(url: str, argv: Sequence[str], out_dir: Path, name: str, *, ra
     summary = loadgen.summarize(samples)
     # the same front, same load, before the command started: how it fares with nothing deploying
     baseline = loadgen.summarize([s for s in samples if s.ts < t_start])
+    during = loadgen.summarize([s for s in samples if t_start <= s.ts <= t_end])
+    posts: dict[str, Any] = {"post_requests": summary["post_requests"], "post_ok": summary["post_ok"],
+                             "post_applied_twice": None}
+    if post_share > 0 and stack:
+        posts = loadgen.post_figures(samples, await asyncio.to_thread(notes_rows, stack, tag))
     figures = schema.contender_figures(
         summary, phases, lead, command_s=round(t_end - t_start, 3), exit_code=code, revision=revision,
         new_revision_served=since is not None, statuses=summary["statuses"], revisions=summary["revisions"],
         phase_times={k: [round(a - t_start, 3), round(b - t_start, 3)] for k, (a, b) in phases.items()},
-        rate=rate, command=list(argv),
-        baseline={k: baseline[k] for k in ("total_requests", "failed_requests", "longest_gap_s", "p50_ms", "p99_ms")})
+        rate=rate, post_share=post_share, command=list(argv), max_ms=summary["max_ms"],
+        p99_during_ms=during["p99_ms"], baseline=window(baseline), during=window(during), **posts)
     (out_dir / f"{name}.contender.json").write_text(json.dumps(figures, indent=2) + "\n")
     chart(samples, phases, out_dir / f"{name}.png", title=title or f"{name}: {rate:g} req/s")
     return figures
@@ -168,6 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--after", type=float, default=5.0, help="seconds of load after the command")
     ap.add_argument("--revision", help="the revision the command deploys (else from its JSON lines)")
     ap.add_argument("--phases-file", type=Path, help="{name: [start, end]} the command writes")
+    ap.add_argument("--post-share", type=float, default=0.0, help="share of POSTs (0-1, default 0)")
+    ap.add_argument("--post-path", default="/notes", help="where the POSTs go (default /notes)")
+    ap.add_argument("--stack", help="count the POSTs' rows in this stack's db service afterwards")
     ap.add_argument("--title")
     opts = ap.parse_args(args[:cut])
     command = args[cut + 1:]
@@ -177,12 +225,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         figures = asyncio.run(measure(opts.url, command, opts.out_dir, opts.name, rate=opts.rate,
                                       before=opts.before, after=opts.after, revision=opts.revision,
-                                      phases_file=opts.phases_file, title=opts.title))
+                                      phases_file=opts.phases_file, title=opts.title,
+                                      post_share=opts.post_share, post_path=opts.post_path, stack=opts.stack))
     except ValueError as e:
         print(f"measure.py: error: {e}", file=sys.stderr)
         return 2
     print(json.dumps({k: figures[k] for k in ("failed_requests", "total_requests", "longest_gap_s", "p50_ms",
-                                             "p99_ms", "lead_time_s", "new_revision_served", "exit_code")}))
+                                             "p99_ms", "p99_during_ms", "max_ms", "post_requests",
+                                             "post_applied_twice", "lead_time_s", "new_revision_served",
+                                             "exit_code")}))
     return int(figures["exit_code"] != 0)
 
 

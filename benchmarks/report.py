@@ -29,7 +29,11 @@ def render(data: dict[str, Any], name: str = "") -> str:
     t = data.get("targets") or {}
     load = m.get("load_average") or []
     ratio = mr["lead_time_s"] / sp["lead_time_s"]
+    rate = sp.get("rate") or (data.get("bench") or {}).get("rate")
     lines = [
+        (f"{rate:g} requests/s offered to the edge, open loop"
+         + (f", {sp['post_requests']:,} of stackpatch's {sp['total_requests']:,} requests POSTs that write a row"
+            if sp.get("post_requests") else "") + ". " if rate else "") +
         f"Measured {data.get('date', '')} on {m['cores']} cores, {m['memory_gib']:g} GiB, Docker "
         f"{m['docker_version']}, kernel {m.get('kernel', '?')}"
         + (f", load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1/5/15 min) at the start"
@@ -51,6 +55,22 @@ def render(data: dict[str, Any], name: str = "") -> str:
         + (f", {sp['overhead_share_of_lead_time']:.1%} of its lead time" if "overhead_share_of_lead_time" in sp
            else "") + f" | {_mark(t.get('overhead_le_10pct'))} |",
     ]
+    if sp.get("post_applied_twice") is not None:
+        lines.append(
+            f"| no POST applied twice | {sp['post_applied_twice']} of {sp['post_requests']:,} POSTs | "
+            + (f"{mr['post_applied_twice']} of {mr['post_requests']:,} POSTs" if mr.get("post_applied_twice")
+               is not None else "–") + f" | rows counted against the answers | "
+            f"{_mark(t.get('stackpatch_no_post_applied_twice'))} |")
+    if sp.get("p99_during_ms") is not None:
+        before = (sp.get("baseline") or {}).get("p99_ms")
+        lines.append(
+            f"| p99 during ≤ 2× p99 before | {_ms(sp['p99_during_ms'])} during, {_ms(before)} before | "
+            + (f"{_ms(mr.get('p99_during_ms'))} during" if mr.get("p99_during_ms") is not None else "–")
+            + f" | " + (f"{sp['p99_during_ms'] / before:.2f}×" if before else "–")
+            + f" | {_mark(t.get('stackpatch_p99_during_le_2x_before'))} |")
+    if sp.get("max_ms") is not None:
+        lines.append(f"| none slower than 1 s | slowest {_ms(sp['max_ms'])} | slowest {_ms(mr.get('max_ms'))} | – | "
+                     f"{_mark(t.get('stackpatch_max_latency_le_1s'))} |")
     sizes = sorted([bd] + list(bd.get("scaling") or []), key=lambda d: d["files"])
     g = t.get("builddir_grows_with_change")
     lines.append(

@@ -1,6 +1,6 @@
 """`make bench`: stackpatch against a script of the manual routine, side by side, on one sandbox (issue 6).
 
-    python benchmarks/run.py [--rate 100] [--files 10000] [--scaling 1000,30000] [--max-minutes 45]
+    python benchmarks/run.py [--rate 500] [--post-share 0.2] [--files 10000] [--scaling 1000,30000] [--max-minutes 45]
 
 1. brings up a sandbox of its own (name `bench-<hex>`, in a temp dir; never the user's `acme`);
 2. warm-up: a throwaway fork ships a different one-line hotfix with `stackpatch ship --yes`, so BuildKit's
@@ -9,7 +9,9 @@
    ship of that repo leaves); `stackpatch start`, the one-line hotfix, push, then `stackpatch ship --yes --json`
    under steady load; its phases come from its journal (.stackpatch/runs/<run-id>.jsonl);
 4. the manual routine: another FRESH fork, the same one-line hotfix on hotfix/26.11.1b, pushed, then
-   benchmarks/manual_routine.sh under the same load;
+   benchmarks/manual_routine.sh under the same load (its stop-first redeploy: what the proxies cannot hide);
+   the load is open loop, `--rate` requests/s through the sandbox's edge (HAProxy), `--post-share` of them
+   POSTs that each write a row, counted afterwards against the answers (no POST may be applied twice);
 5. the build directory: benchmarks/builddir_bench.py (10,000 files, a 1-file change, vs a fresh clone);
 6. writes benchmarks/results/<date>-<machine>.json (checked with benchmarks/schema.py) and one PNG per
    contender run, benchmarks/results/<date>-<machine>-<contender>.png; the raw requests and logs go to
@@ -191,6 +193,16 @@ def targets(results: dict) -> dict[str, Any]:
         "lead_time_5x_shorter": {"met": ratio is not None and ratio >= 5, "value": round(ratio or 0, 2), "target": 5},
         "overhead_le_10pct": {"met": sp["overhead_share"] <= 0.10, "value": sp["overhead_share"], "target": 0.10},
     }
+    # issue 16: POSTs never applied twice, p99 during the patch within 2x the p99 before, nothing over 1 s
+    if sp.get("post_applied_twice") is not None:
+        out["stackpatch_no_post_applied_twice"] = {"met": sp["post_applied_twice"] == 0,
+                                                   "value": sp["post_applied_twice"], "target": 0}
+    during, before = sp.get("p99_during_ms"), (sp.get("baseline") or {}).get("p99_ms")
+    if during is not None and before:
+        out["stackpatch_p99_during_le_2x_before"] = {"met": during <= 2 * before, "value": round(during / before, 2),
+                                                     "target": 2.0}
+    if sp.get("max_ms") is not None:
+        out["stackpatch_max_latency_le_1s"] = {"met": sp["max_ms"] <= 1000, "value": sp["max_ms"], "target": 1000}
     sizes = sorted([bd] + list(bd.get("scaling") or []), key=lambda d: d["files"])
     if len(sizes) >= 2:
         small, big = sizes[0], sizes[-1]
@@ -323,7 +335,7 @@ def remove_images(registry_host: str, namespace: str) -> None:
     prefix = f"{registry_host}/{namespace}/"
     for img in c.images.list():
         for tag in img.tags:
-            if tag.startswith(prefix) and "/db:" not in tag:
+            if tag.startswith(prefix) and "/db:" not in tag and "/edge:" not in tag:
                 try:
                     c.images.remove(tag, noprune=False)
                 except Exception:  # noqa: BLE001 - in use by a task still stopping, or gone
@@ -415,11 +427,12 @@ def run(args: argparse.Namespace) -> int:
             recs = journal_records(fork.app_dir, (out.get("run") or {}).get("run_id"))
             return stackpatch_phases(recs, t_start, t_end, err_lines)
 
-        log(f"stackpatch ship under {args.rate:g} req/s on {fork.front_url}")
+        log(f"stackpatch ship under {args.rate:g} req/s ({args.post_share:.0%} POSTs) on {fork.front_url}")
         sp = asyncio.run(measure.measure(
             f"{fork.front_url}/version", [CLI, "ship", "--yes", "--json"], raw, "stackpatch", rate=args.rate,
             before=args.before, after=args.after, revision=sha, cwd=fork.app_dir, env=env, phases_hook=sp_phases,
             command_timeout=args.command_timeout, max_duration=args.command_timeout + 120,
+            post_share=args.post_share, stack=fork.stack, timeout=args.request_timeout,
             title=f"stackpatch ship --yes: {RELEASE} → {HOTFIX}, {args.rate:g} req/s"))
         if sp["exit_code"] != 0:
             raise RuntimeError(f"stackpatch ship failed (exit {sp['exit_code']}); see {raw}/stackpatch.log")
@@ -440,11 +453,12 @@ def run(args: argparse.Namespace) -> int:
         argv = ["bash", str(SCRIPT), "--repo", str(mfork.origin_dir), "--ref", f"hotfix/{HOTFIX}",
                 "--version", HOTFIX, "--registry", f"{info.registry}/{name}", "--stack", mfork.stack,
                 "--base-image", info.base_image]
-        log(f"manual routine under {args.rate:g} req/s on {mfork.front_url}")
+        log(f"manual routine under {args.rate:g} req/s ({args.post_share:.0%} POSTs) on {mfork.front_url}")
         mr = asyncio.run(measure.measure(
             f"{mfork.front_url}/version", argv, raw, "manual_routine", rate=args.rate, before=args.before,
             after=args.after, revision=msha, env={"REGISTRY_USER": user, "REGISTRY_PASSWORD": password},
             command_timeout=args.command_timeout, max_duration=args.command_timeout + 120,
+            post_share=args.post_share, stack=mfork.stack, timeout=args.request_timeout,
             title=f"manual routine script: {RELEASE} → {HOTFIX}, {args.rate:g} req/s"))
         if mr["exit_code"] != 0:
             raise RuntimeError(f"the manual routine failed (exit {mr['exit_code']}); see {raw}/manual_routine.log")
@@ -464,7 +478,8 @@ def run(args: argparse.Namespace) -> int:
         c["revisions"] = compact_revisions(c.pop("revisions"), c["revision"])
         c["command"] = [Path(a).name if a.startswith(str(ROOT)) or a == CLI else a for a in c["command"]]
     results = assemble(m, sp, mr, bd, date=stamp, generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                       bench={"rate": args.rate, "before_s": args.before, "after_s": args.after, "sandbox": name,
+                       bench={"rate": args.rate, "post_share": args.post_share, "request_timeout_s": args.request_timeout,
+                              "before_s": args.before, "after_s": args.after, "sandbox": name,
                               "sandbox_up_s": round(sandbox_s, 1), "total_s": round(time.time() - t_bench, 1),
                               "hotfix": f"{RELEASE} → {HOTFIX}, one line appended to app/server.py",
                               "cdn": "stackpatch purges a local server speaking Cloudflare's API; the manual "
@@ -483,7 +498,12 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rate", type=float, default=100.0, help="requests per second to the front (default 100)")
+    ap.add_argument("--rate", type=float, default=500.0,
+                    help="requests per second offered to the edge, open loop (default 500)")
+    ap.add_argument("--post-share", type=float, default=0.2,
+                    help="share of the requests that are POSTs writing a row (default 0.2)")
+    ap.add_argument("--request-timeout", type=float, default=5.0,
+                    help="seconds before a request counts as failed (default 5)")
     ap.add_argument("--before", type=float, default=5.0, help="seconds of load before each command (default 5)")
     ap.add_argument("--after", type=float, default=5.0, help="seconds of load after each command (default 5)")
     ap.add_argument("--files", type=int, default=10_000, help="files of the build-dir repo (default 10000)")

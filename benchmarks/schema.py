@@ -6,6 +6,8 @@ At least: {"machine": {...}, "contenders": {"stackpatch": C, "manual_routine": C
            "build_dir": {"files", "incremental_s", "fresh_clone_s"}}
 with C = {"failed_requests", "total_requests", "longest_gap_s", "p50_ms", "p99_ms", "lead_time_s",
           "phases": {name: seconds}}, and stackpatch's C adds "overhead_share" (0-1).
+Since issue 16 every contender also records "rate" (requests/s offered), "post_requests" (POSTs among
+them) and "post_applied_twice" (POSTs that left two rows or more); files from before lack them.
 More keys are allowed everywhere (the file holds every figure).
 """
 
@@ -43,11 +45,18 @@ class Contender(_Open):
     p99_ms: float | None = Field(..., ge=0)
     lead_time_s: float = Field(..., gt=0)
     phases: dict[str, float] = Field(...)
+    rate: float | None = Field(None, gt=0)                 # requests/s offered (open loop)
+    post_requests: int | None = Field(None, ge=0)          # of total_requests, the POSTs that write a row
+    post_applied_twice: int | None = Field(None, ge=0)     # POSTs with more than one row; None: not counted
 
     @model_validator(mode="after")
     def _consistent(self) -> "Contender":
         if self.failed_requests > self.total_requests:
             raise ValueError("failed_requests is larger than total_requests")
+        if self.post_requests is not None and self.post_requests > self.total_requests:
+            raise ValueError("post_requests is larger than total_requests")
+        if self.post_applied_twice is not None and self.post_applied_twice > (self.post_requests or 0):
+            raise ValueError("post_applied_twice is larger than post_requests")
         if self.total_requests == 0:
             raise ValueError("total_requests is 0: the load generator did not run")
         succeeded = self.total_requests - self.failed_requests

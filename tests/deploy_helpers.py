@@ -188,6 +188,95 @@ class RequestLoop:
         return out
 
 
+class Load:
+    """benchmarks/loadgen.py (open loop: request i is sent at i/rate, whatever happened before) in a thread,
+    to the front on 127.0.0.1 only, bounded by `max_seconds`; `post_share` of the requests are POSTs to
+    /notes, each with its own request id `<tag>-<seq>`."""
+
+    def __init__(self, front_url: str, rate: float, *, post_share: float = 0.0, max_seconds: float = 240,
+                 timeout: float = 5.0) -> None:
+        from benchmarks import loadgen
+        self.loadgen = loadgen
+        self.url, self.rate, self.post_share = front_url + "/version", rate, post_share
+        self.max_seconds, self.timeout = max_seconds, timeout
+        self.tag = loadgen.new_tag()
+        self.samples: list = []
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import asyncio
+
+        async def main() -> list:
+            self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+            self._ready.set()
+            return await self.loadgen.run(self.url, self.rate, stop_event=self._stop, timeout=self.timeout,
+                                          max_duration=self.max_seconds, post_share=self.post_share,
+                                          tag=self.tag)
+        try:
+            self.samples = asyncio.run(main())
+        finally:
+            self._ready.set()
+
+    def start(self) -> "Load":
+        self._thread.start()
+        self._ready.wait(10)
+        return self
+
+    def stop(self) -> list:
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(self.timeout + 30)
+        assert not self._thread.is_alive(), "the load generator did not stop"
+        return self.samples
+
+
+class AssetPoller:
+    """Loads the page like a browser, over and over (127.0.0.1 only, ~10 pages/s, bounded): GET /, then
+    every /static/ asset it names; records each asset answer (time, name, status)."""
+
+    def __init__(self, front_url: str, max_seconds: float = 300) -> None:
+        assert front_url.startswith("http://127.0.0.1:")
+        self.url, self.max_seconds = front_url, max_seconds
+        self.answers: list[tuple[float, str, int | str]] = []
+        self.pages = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _get(self, path: str) -> tuple[int | str, bytes]:
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=5) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, b""
+        except Exception as e:  # noqa: BLE001 - recorded as the answer
+            return type(e).__name__, b""
+
+    def _run(self) -> None:
+        import re
+        t0 = time.monotonic()
+        while not self._stop.is_set() and time.monotonic() - t0 < self.max_seconds:
+            status, page = self._get("/")
+            if status == 200:
+                self.pages += 1
+                for name in re.findall(r'/static/([A-Za-z0-9._-]+)"', page.decode(errors="replace")):
+                    self.answers.append((time.time(), name, self._get(f"/static/{name}")[0]))
+            self._stop.wait(0.1)
+
+    def start(self) -> "AssetPoller":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+
+def p99(samples) -> float:
+    from benchmarks.loadgen import _percentile
+    return _percentile(sorted(s.latency_ms for s in samples), 99)
+
+
 class Relay:
     """A TCP port relayed to the Docker socket (or to `upstream`, a TCP address); `cut()` closes it and
     every connection (the target becomes unreachable), `restore()` listens again on the same port.
@@ -280,6 +369,8 @@ _WORK: dict[str, Path] = {}
 def _edit_good(app: Path) -> None:
     p = app / "app" / "server.py"
     p.write_text(p.read_text() + "# hotfix: a one-line change\n")
+    css = app / "front" / "static" / "style.css"  # and a new asset name: style.<other hash>.css
+    css.write_text(css.read_text() + "h1 { letter-spacing: .01em; }\n")
 
 
 def _edit_crash(app: Path) -> None:

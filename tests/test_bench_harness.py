@@ -49,6 +49,18 @@ class Server:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def do_POST(self):
+                data = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with lock:
+                    srv.posts.append((self.path, data))
+                body = json.dumps({"id": len(srv.posts), "request_id": data["request_id"]}).encode()
+                self.send_response(201)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.posts: list[tuple[str, dict]] = []
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/version"
@@ -100,6 +112,32 @@ def test_loadgen_longest_gap_is_the_stretch_without_a_success():
     assert s["total_requests"] == 50 and s["failed_requests"] == 20 and s["statuses"] == {"200": 30, "503": 20}
     assert s["longest_gap_s"] > 0.1  # 20 requests due 20 ms apart had no successful answer
     assert [r["revision"] for r in s["revisions"]] == ["old1234", "new5678"]
+
+
+def test_loadgen_mixes_in_posts_each_with_its_own_request_id():
+    with Server() as srv:
+        samples = asyncio.run(loadgen.run(srv.url, rate=50, duration=1.0, post_share=0.2, tag="lgtest1"))
+    posts = [s for s in samples if s.method == "POST"]
+    assert len(samples) == 50 and len(posts) == 10 and all(s.ok and s.status == 201 for s in posts)
+    assert [s.seq for s in posts] == [4, 9, 14, 19, 24, 29, 34, 39, 44, 49]  # spread evenly, open loop
+    assert sorted(d["request_id"] for _, d in srv.posts) == sorted(s.request_id for s in posts)
+    assert {path for path, _ in srv.posts} == {"/notes"} and posts[0].request_id == "lgtest1-4"
+    s = loadgen.summarize(samples)
+    assert (s["post_requests"], s["post_ok"]) == (10, 10) and s["max_ms"] >= s["p99_ms"]
+    assert [r["revision"] for r in s["revisions"]] == ["abc1234def"]  # POST answers name no revision
+    with pytest.raises(ValueError, match="post_share"):
+        asyncio.run(loadgen.run(srv.url, rate=1, duration=0.1, post_share=1.5))
+
+
+def test_post_figures_set_the_rows_against_the_answers():
+    S = loadgen.Sample
+    samples = [S(0, 1.0, 0, 201, None, 5, 0, None, "POST", "t-0"), S(1, 1.1, 0.1, 201, None, 5, 0, None, "POST", "t-1"),
+               S(2, 1.2, 0.2, 502, None, 5, 0, None, "POST", "t-2"), S(3, 1.3, 0.3, None, "Timeout", 5, 0, None, "POST", "t-3"),
+               S(4, 1.4, 0.4, 200, None, 5, 0, "abc", "GET", None), S(5, 1.5, 0.5, 201, None, 5, 0, None, "POST", "t-5")]
+    # t-0 once; t-1 twice (replayed); t-2 failed, not written; t-3 timed out but written; t-5 answered, no row
+    f = loadgen.post_figures(samples, {"t-0": 1, "t-1": 2, "t-3": 1, "other-9": 1})
+    assert f == {"post_requests": 5, "post_ok": 3, "post_rows": 4, "post_applied_twice": 1, "post_lost": 1,
+                 "post_applied_unanswered": 1, "post_unknown_rows": 1}
 
 
 @pytest.mark.parametrize("url", ["http://localhost:8080/", "http://10.0.0.1/", "https://127.0.0.1/",
@@ -176,6 +214,9 @@ def test_schema_holds_for_figures_made_from_the_recorded_sample(tmp_path):
     lambda d: d["build_dir"].pop("files"),
     lambda d: d.pop("machine"),
     lambda d: d["contenders"].pop("manual_routine"),
+    lambda d: d["contenders"]["stackpatch"].update(post_requests=10, post_applied_twice=11),
+    lambda d: d["contenders"]["stackpatch"].update(post_requests=10_000),
+    lambda d: d["contenders"]["stackpatch"].update(rate=0),
 ])
 def test_schema_refuses_broken_results(breaks, tmp_path):
     data = _results_from_sample()
@@ -297,7 +338,9 @@ def test_run_assembles_results_that_hold_against_the_schema():
     ph = stackpatch_phases(recs, t0, recs[-1]["ts"])
     wall = recs[-1]["ts"] - t0
     rel = {k: [a - t0, b - t0] for k, (a, b) in ph.items()}
-    sp = schema.contender_figures(summary, ph, wall - 5, **overhead(rel, wall))
+    sp = schema.contender_figures(summary, ph, wall - 5, **overhead(rel, wall), rate=100.0, post_requests=34,
+                                  post_applied_twice=0, p99_during_ms=summary["p99_ms"], max_ms=1200.0,
+                                  baseline={"p99_ms": summary["p99_ms"] / 4})
     sp["revisions"] = compact_revisions(summary["revisions"], summary["revisions"][-1]["revision"])
     manual_phases = json.loads((SAMPLES / "phases.json").read_text())
     mr = schema.contender_figures(summary, manual_phases, 4 * wall)
@@ -313,11 +356,15 @@ def test_run_assembles_results_that_hold_against_the_schema():
         4 * wall / (wall - 5), abs=0.01)
     assert t["builddir_grows_with_change"]["met"] is True
     assert t["builddir_grows_with_change"]["fresh_clone_ratio"] == 17.5
+    assert t["stackpatch_no_post_applied_twice"] == {"met": True, "value": 0, "target": 0}
+    assert t["stackpatch_p99_during_le_2x_before"] == {"met": False, "value": 4.0, "target": 2.0}
+    assert t["stackpatch_max_latency_le_1s"]["met"] is False
     by = sp["revisions"]["by_revision"]
     assert sum(v["count"] for v in by.values()) == summary["total_requests"] - summary["failed_requests"]
     from benchmarks.report import render
     md = render(res)
     assert "| 0 failed requests | 52 of 170 |" in md and "**missed**" in md and f"{r.machine.cores} cores" in md
+    assert "| no POST applied twice | 0 of 34 POSTs |" in md and "100 requests/s offered" in md
     broken = dict(res, contenders={"stackpatch": {k: v for k, v in sp.items() if k != "overhead_share"},
                                    "manual_routine": mr})
     with pytest.raises(ValidationError):

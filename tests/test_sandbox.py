@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -90,18 +93,71 @@ def test_front_answers_release_and_sha_of_its_tag(sandbox):
     assert status == 200
     assert json.loads(body)["release"] == "26.11.1"
     assert json.loads(body)["revision"] == tag_sha
-    assert headers.get("X-Served-By") == tag_sha
-    status, _, page = get(f"{sandbox.front_url}/")
+    assert headers.get("X-App-Revision") == tag_sha and headers.get("Server") == "nginx"  # app, through nginx
+    status, _, page = get(f"{sandbox.front_url}/status")
+    assert status == 200 and tag_sha.encode() in page
+    assert b"3 migrations applied" in page  # the canary ran migrate.py against the stack's PostgreSQL
+    # the page is nginx's, revalidated on every visit, naming fingerprinted assets cached for a year
+    status, headers, page = get(f"{sandbox.front_url}/")
     assert status == 200 and b"26.11.1" in page and tag_sha.encode() in page
-    assert b"2 migrations applied" in page  # the canary ran migrate.py against the stack's PostgreSQL
-    status, headers, css = get(f"{sandbox.front_url}/static/style.css")
-    assert status == 200 and b"font-family" in css and "X-App-Revision" not in headers  # served by the front
+    assert headers.get("Cache-Control") == "no-cache"
+    assets = re.findall(rb'/static/([a-z]+)\.([0-9a-f]{12})\.(css|js)"', page)
+    assert sorted(a[0] for a in assets) == [b"app", b"style"], page
+    for stem, digest, ext in assets:
+        status, headers, content = get(f"{sandbox.front_url}/static/{stem.decode()}.{digest.decode()}.{ext.decode()}")
+        assert status == 200 and "X-App-Revision" not in headers  # served by web itself
+        assert headers.get("Cache-Control") == "public, max-age=31536000, immutable"
+        assert hashlib.sha256(content).hexdigest()[:12] == digest.decode()  # the name is the content's hash
+    assert get(f"{sandbox.front_url}/static/style.css")[0] == 404  # only fingerprinted names are served
+    status, _, body = get(f"{sandbox.front_url}/health")  # web's own health (nginx), not the app's
+    assert (status, body) == (200, b"ok\n")
     # images carry the OCI labels and the build args the contract asks for
     img = docker.from_env().images.get(sandbox.images["app"].split("@")[0])
     labels = img.labels
     assert labels["org.opencontainers.image.revision"] == tag_sha
     assert labels["org.opencontainers.image.version"] == "26.11.1"
     assert f"APP_REVISION={tag_sha}" in img.attrs["Config"]["Env"]
+
+
+@pytest.mark.docker
+def test_edge_is_haproxy_with_dns_discovery_stats_inside_and_graceful_reload(sandbox):
+    """The edge finds web through Swarm's DNS, shows its stats on 127.0.0.1 inside the container only,
+    and reloads (SIGUSR2, master-worker) under load without failing a request."""
+    from benchmarks import loadgen
+    c = docker.from_env()
+    svc = c.services.get(f"{sandbox.stack}_edge")
+    spec = svc.attrs["Spec"]
+    assert [p["TargetPort"] for p in spec["EndpointSpec"]["Ports"]] == [8080]  # the stats port is not published
+    assert spec["TaskTemplate"]["ContainerSpec"]["Args"][0] == "haproxy"  # compose `command`
+    assert [cfg["File"]["Name"] for cfg in spec["TaskTemplate"]["ContainerSpec"]["Configs"]] == ["/etc/haproxy/edge.cfg"]
+    edge = c.containers.list(filters={"label": f"com.docker.swarm.service.name={sandbox.stack}_edge"})[0]
+    web = c.containers.list(filters={"label": f"com.docker.swarm.service.name={sandbox.stack}_web"})[0]
+    web_ip = next(iter(web.attrs["NetworkSettings"]["Networks"].values()))["IPAddress"]
+
+    def servers() -> dict[str, str]:
+        res = edge.exec_run(["curl", "-fsS", "http://127.0.0.1:8404/;csv"])
+        assert res.exit_code == 0, res.output
+        lines = res.output.decode().splitlines()
+        hdr = lines[0].lstrip("# ").split(",")
+        rows = [dict(zip(hdr, ln.split(","))) for ln in lines[1:] if ln]
+        return {r["addr"].split(":")[0]: r["status"] for r in rows if r["pxname"] == "web" and r.get("addr")}
+    assert servers().get(web_ip) == "UP", servers()
+    samples: list = []
+
+    async def load_and_reload():
+        async def reloads():
+            for _ in range(3):
+                await asyncio.sleep(1.0)
+                await asyncio.to_thread(edge.kill, "SIGUSR2")
+        return (await asyncio.gather(loadgen.run(f"{sandbox.front_url}/version", rate=50, duration=5, timeout=5),
+                                     reloads()))[0]
+    samples = asyncio.run(load_and_reload())
+    failed = [s for s in samples if not s.ok]
+    assert len(samples) >= 240 and not failed, [(round(s.t, 2), s.status, s.error) for s in failed[:5]]
+    edge.reload()
+    assert edge.status == "running"
+    assert "Loading success" in edge.logs(tail=400).decode(errors="replace")  # the master reloaded the workers
+    assert servers().get(web_ip) == "UP"
 
 
 @pytest.mark.docker
@@ -177,6 +233,7 @@ def test_status_json_shows_all_services_at_full_replicas(sandbox):
             assert spec["UpdateConfig"]["Order"] == "start-first"
             assert not spec["EndpointSpec"].get("Ports")
         if short == "edge":  # holds the public port; never patched
+            assert spec["TaskTemplate"]["ContainerSpec"]["Image"] == sandbox.images["edge"]  # the base image: HAProxy
             assert spec["EndpointSpec"]["Ports"][0]["PublishMode"] == "host"
             assert spec["EndpointSpec"]["Ports"][0]["PublishedPort"] == sandbox.front_port
             assert "stackpatch.version" not in (spec.get("Labels") or {})
@@ -225,7 +282,7 @@ def test_migrate_tracks_files_honours_tenant_and_fails_loudly(fork):
     again = ctr.exec_run(["python3", "/app/migrate.py"])
     assert again.exit_code == 0 and b"0 applied now" in again.output
     tenant = ctr.exec_run(["python3", "/app/migrate.py"], environment={"DATA": "tenant_a"})
-    assert tenant.exit_code == 0 and b"2 applied now" in tenant.output and b"schema tenant_a" in tenant.output
+    assert tenant.exit_code == 0 and b"3 applied now" in tenant.output and b"schema tenant_a" in tenant.output
     ctr.exec_run(["sh", "-c", "mkdir -p /tmp/m && cp /app/migrations/*.sql /tmp/m && "
                               "echo 'ALTER TABLE nope ADD COLUMN x int;' > /tmp/m/003_broken.sql"])
     broken = ctr.exec_run(["python3", "/app/migrate.py"], environment={"MIGRATIONS_DIR": "/tmp/m"})
@@ -266,6 +323,7 @@ def test_down_leaves_nothing_behind(sandbox):
         assert c.containers.list(all=True, filters=flt) == []
         assert c.volumes.list(filters=flt) == []
         assert c.networks.list(filters=flt) == []
+        assert c.api.configs(filters=flt) == []  # the edge's haproxy.cfg
         assert not Path(f"/proc/{pid}").exists() or b"docker-registry" not in Path(f"/proc/{pid}/cmdline").read_bytes()
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0

@@ -33,6 +33,7 @@ STACK_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$")
 STATE = "state.json"
 SERVICES = ("phpfiles", "phpha", "web", "edge", "db")  # edge: holds the public port, never patched
 IMAGES = {"app": "docker/app/Dockerfile", "front": "docker/front/Dockerfile"}
+BASE_IMAGES = ("db", "edge")  # the base image, as it is: PostgreSQL for db, HAProxy for edge
 # everything up writes into DIR; down removes exactly these
 OWNED = (STATE, "registry", "registry.env", "docker-config", "build")
 
@@ -174,7 +175,7 @@ def _login(reg: Registry, config_dir: Path) -> None:
 
 def _deploy_env(st: State, front_port: int) -> dict[str, str]:
     return {"IMAGE_APP": st.images["app"], "IMAGE_FRONT": st.images["front"], "IMAGE_DB": st.images["db"],
-            "IMAGE_EDGE": st.images["front"],
+            "IMAGE_EDGE": st.images["edge"],
             "FRONT_PORT": str(front_port), "RELEASE_VERSION": st.release, "RELEASE_REVISION": st.revision}
 
 
@@ -347,22 +348,24 @@ def _up(c, dir: Path, st: State, with_staging: bool = False) -> SandboxInfo:
         st.images.update(_build_and_push(reg, st, name, origin_dir, dir, config_dir))
         report.did("app images")
     st.save(dir)
-    db_tag = f"base-{baseimage.spec_hash()}"
-    db = _pinned(reg, f"{name}/db", db_tag)
-    if db:
-        report.reuse(f"db image {name}/db:{db_tag} in the registry")
-    else:
-        ref = f"{reg.host}/{name}/db:{db_tag}"
-        with timed(f"push db image {ref}"):
-            engine.cli("tag", st.base_image, ref)
-            st.images["db"] = ref  # the local tag is this sandbox's from now on (down removes it)
-            st.save(dir)
-            engine.cli("push", ref, config_dir=config_dir, what=f"docker push {ref}")
-        db = _pinned(reg, f"{name}/db", db_tag)
-        if not db:
-            raise FaultError(f"the registry does not hold {ref} right after pushing it")
-        report.did("db image")
-    st.images["db"] = db
+    # db (PostgreSQL) and edge (HAProxy) run the base image itself, pushed under two names
+    base_tag = f"base-{baseimage.spec_hash()}"
+    for image in BASE_IMAGES:
+        pinned = _pinned(reg, f"{name}/{image}", base_tag)
+        if pinned:
+            report.reuse(f"{image} image {name}/{image}:{base_tag} in the registry")
+        else:
+            ref = f"{reg.host}/{name}/{image}:{base_tag}"
+            with timed(f"push {image} image {ref}"):
+                engine.cli("tag", st.base_image, ref)
+                st.images[image] = ref  # the local tag is this sandbox's from now on (down removes it)
+                st.save(dir)
+                engine.cli("push", ref, config_dir=config_dir, what=f"docker push {ref}")
+            pinned = _pinned(reg, f"{name}/{image}", base_tag)
+            if not pinned:
+                raise FaultError(f"the registry does not hold {ref} right after pushing it")
+            report.did(f"{image} image")
+        st.images[image] = pinned
     st.save(dir)
 
     # stack
@@ -373,7 +376,7 @@ def _up(c, dir: Path, st: State, with_staging: bool = False) -> SandboxInfo:
                         f"({', '.join(foreign[:3])}): pass another --name, or remove that stack")
     current = stack_mod.states(c, st.stack)
     expected_images = {"phpfiles": st.images["app"], "phpha": st.images["app"], "web": st.images["front"],
-                       "edge": st.images["front"], "db": st.images["db"]}
+                       "edge": st.images["edge"], "db": st.images["db"]}
     same = set(current) == set(SERVICES) and all(current[s]["image"] == expected_images[s] for s in SERVICES)
     # a stack stackpatch has patched since (images of this sandbox's registry, other tags) is left as it is
     patched = (not same and set(current) == set(SERVICES)
@@ -472,7 +475,7 @@ def down(dir: Path, all: bool = False) -> dict[str, Any]:
         done["left_alone"] = stack_mod.not_owned(found, st.owned)
         if done["left_alone"]:
             ui.warn(f"left alone on stack {st.stack}, not created by this sandbox: {', '.join(done['left_alone'])}")
-        mine = {k: dict(st.owned.get(k) or {}) for k in ("services", "volumes", "networks")}
+        mine = {k: dict(st.owned.get(k) or {}) for k in ("services", "volumes", "networks", "configs")}
         if any(mine.values()):
             try:
                 with timed(f"remove what this sandbox deployed on stack {st.stack}"):

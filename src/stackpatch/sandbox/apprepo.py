@@ -93,12 +93,14 @@ def create(app_dir: Path, origin_dir: Path, values: dict[str, str]) -> str:
             "app", "migrations", "docker")
     for rel in ("front", "docker/front"):
         _copy(rel, app_dir, values)
-    _commit(app_dir, "Front: static assets and a proxy to the app's tasks", "front", "docker")
-    for rel in ("migrations/002_add_files_size.sql", "deploy", "stackpatch.toml"):
+    _commit(app_dir, "Front: nginx serving fingerprinted static assets, proxying to the app's tasks",
+            "front", "docker")
+    for rel in ("migrations/002_add_files_size.sql", "migrations/003_create_notes.sql", "deploy",
+                "stackpatch.toml"):
         _copy(rel, app_dir, values)
     (app_dir / "VERSION").write_text(f"{RELEASE}-dev\n")
-    _commit(app_dir, "Production and verification stacks, stackpatch config, files.size migration",
-            "migrations", "deploy", "stackpatch.toml", "VERSION")
+    _commit(app_dir, "Production stack with an HAProxy edge, verification stack, stackpatch config, "
+            "files.size and notes migrations", "migrations", "deploy", "stackpatch.toml", "VERSION")
 
     branch = f"release/{RELEASE}"
     git.run("checkout", "--quiet", "-b", branch, "develop", cwd=app_dir)

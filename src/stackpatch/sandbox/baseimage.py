@@ -21,7 +21,9 @@ from stackpatch.sandbox import engine
 REPO = "stackpatch-base"
 SUITE = "bookworm"
 VARIANT = "minbase"
-PACKAGES = ("python3", "python3-psycopg2", "postgresql-15", "ca-certificates")
+# nginx-light serves the example stack's `web`, haproxy its `edge`; curl is for health checks and the
+# web tasks' start (they copy the assets of the release still running)
+PACKAGES = ("python3", "python3-psycopg2", "postgresql-15", "ca-certificates", "nginx-light", "haproxy", "curl")
 # docs, man pages and locales are dead weight in an image
 DPKG_OPTS = (
     "path-exclude=/usr/share/doc/*",

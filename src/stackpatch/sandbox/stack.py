@@ -131,28 +131,32 @@ def wait_version(front_url: str, release: str, revision: str, timeout: float = 6
 
 def objects(c: docker.DockerClient, stack: str) -> dict[str, dict[str, str]]:
     """What the engine holds under the stack's namespace label, identified beyond its name:
-    {"services": {name: id}, "volumes": {name: CreatedAt}, "networks": {id: name}}."""
+    {"services": {name: id}, "volumes": {name: CreatedAt}, "networks": {id: name}, "configs": {id: name}}
+    (configs: the edge's haproxy.cfg)."""
     flt = {"label": f"{NS}={stack}"}
     return {
         "services": {svc.name: svc.id for svc in services(c, stack)},
         "volumes": {v["Name"]: v.get("CreatedAt", "") for v in c.api.volumes(filters=flt).get("Volumes") or []},
         "networks": {n["Id"]: n["Name"] for n in c.api.networks(filters=flt)},
+        "configs": {x["ID"]: x["Spec"]["Name"] for x in c.api.configs(filters=flt)},
     }
 
 
 def not_owned(found: dict[str, dict[str, str]], owned: dict[str, dict[str, str]]) -> list[str]:
     """The objects of `found` (see objects()) that `owned` does not name with the same id: the names."""
-    mine = {k: owned.get(k) or {} for k in ("services", "volumes", "networks")}
+    mine = {k: owned.get(k) or {} for k in ("services", "volumes", "networks", "configs")}
     return ([f"service {n}" for n, i in found["services"].items() if i not in mine["services"].values()]
             + [f"volume {n}" for n, t in found["volumes"].items() if mine["volumes"].get(n) != t]
-            + [f"network {n}" for i, n in found["networks"].items() if i not in mine["networks"]])
+            + [f"network {n}" for i, n in found["networks"].items() if i not in mine["networks"]]
+            + [f"config {n}" for i, n in (found.get("configs") or {}).items() if i not in mine["configs"]])
 
 
 def remove(c: docker.DockerClient, stack: str, timeout: float = 120,
            only: dict[str, dict[str, str]] | None = None) -> dict[str, int]:
-    """Remove the stack's services, wait until their containers are gone, then its volumes and networks.
-    With `only` (a record of objects()), remove just the objects it names with the same id, nothing else."""
-    removed = {"services": 0, "volumes": 0, "networks": 0}
+    """Remove the stack's services, wait until their containers are gone, then its volumes, networks and
+    configs. With `only` (a record of objects()), remove just the objects it names with the same id,
+    nothing else."""
+    removed = {"services": 0, "volumes": 0, "networks": 0, "configs": 0}
     ids = set((only or {}).get("services", {}).values())
     svcs = [s for s in services(c, stack) if only is None or s.id in ids]
     for svc in svcs:
@@ -213,4 +217,13 @@ def remove(c: docker.DockerClient, stack: str, timeout: float = 120,
                 if time.monotonic() > deadline:
                     raise FaultError(f"cannot remove network {net.name}: {e.explanation or e}") from None
                 time.sleep(0.25)
+    cfgs = (only or {}).get("configs", {})
+    for cfg in c.api.configs(filters=flt):
+        if only is not None and cfg["ID"] not in cfgs:
+            continue
+        try:
+            c.api.remove_config(cfg["ID"])
+            removed["configs"] += 1
+        except NotFound:
+            pass
     return removed
