@@ -60,7 +60,7 @@ def test_deploy_then_status_history_purge_and_rollback_to_the_recorded_release(s
         assert secret not in journal and secret not in deploy_err and secret not in labels
     assert res["version"] == rel.version and res["from_version"] == sandbox.release
     # the release phase once per tenant (the routine's DATA profiles), from the new image, output streamed
-    assert list(res["timings"])[:4] == ["update:phpfiles", "gate:canary", "migrate:alpha", "migrate:beta"]
+    assert list(res["timings"])[:5] == ["prepull", "update:phpfiles", "gate:canary", "migrate:alpha", "migrate:beta"]
     assert "(DATA=alpha)" in deploy_err and "(DATA=beta)" in deploy_err
     assert "│ migrate: schema alpha" in deploy_err and "│ migrate: schema beta" in deploy_err
     assert "check canary runs the release: ok" in deploy_err

@@ -36,7 +36,7 @@ def test_fault1_crashing_image_fails_the_canary_and_rolls_back_while_old_serves(
     err = r.stderr.strip().splitlines()[-1]
     assert err.startswith("stackpatch: error: ") and "phpfiles" in err and "rolled back" in err
     assert images_now(fork.app_dir) == before
-    assert _intents(fork.app_dir) == ["update:phpfiles"]  # no later wave ran
+    assert _intents(fork.app_dir) == ["prepull", "update:phpfiles"]  # no later wave ran
     assert _states(fork.app_dir)[-1] == "rolled-back"
     assert lock_of(fork.stack) is None
     # the old version served throughout
@@ -56,7 +56,7 @@ def test_fault2_failing_migration_rolls_back_the_canary_and_stops(sandbox, fork,
     for name in ("phpfiles", "phpha", "web"):
         assert after[name]["image"] == before[name]["image"]
         assert after[name]["version"] == before[name]["version"]
-    assert _intents(fork.app_dir) == ["update:phpfiles", "gate:canary", "migrate"]
+    assert _intents(fork.app_dir) == ["prepull", "update:phpfiles", "gate:canary", "migrate"]
     assert _states(fork.app_dir)[-1] == "rolled-back"
     assert lock_of(fork.stack) is None
     assert version_of(fork.front_url)["revision"] == sandbox.revision
@@ -181,4 +181,4 @@ def test_sigterm_in_the_canary_wave_rolls_back_and_releases_the_lock(sandbox, fo
     assert p.returncode == 1, err
     assert "interrupted by SIGTERM" in err and "rolled back" in err
     assert images_now(fork.app_dir) == before and lock_of(fork.stack) is None
-    assert _intents(fork.app_dir) == ["update:phpfiles"] and _states(fork.app_dir)[-1] == "rolled-back"
+    assert _intents(fork.app_dir) == ["prepull", "update:phpfiles"] and _states(fork.app_dir)[-1] == "rolled-back"

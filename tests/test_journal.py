@@ -83,6 +83,8 @@ def _release() -> Release:
 
 def test_plan_is_canary_gate_migrations_rest_serving_purge(tmp_path):
     steps = plan_deploy(_cfg(tmp_path), _release(), _services())
+    pull = steps.pop(0)  # first, every node that may run a new task pulls its image
+    assert pull["kind"] == "prepull" and [i["services"] for i in pull["images"]] == [["phpfiles", "phpha"], ["web"]]
     assert [s["id"] for s in steps] == ["update:phpfiles", "gate:canary", "migrate:alpha", "migrate:beta",
                                         "update:phpha", "update:web", "gate:rest", "serving", "purge"]
     up = steps[0]
@@ -106,7 +108,7 @@ def test_plan_is_canary_gate_migrations_rest_serving_purge(tmp_path):
 def test_plan_before_rollout_and_pause(tmp_path):
     text = TOML.replace('tenants = ["alpha", "beta"]', 'when = "before-rollout"').replace("[cdn]\nzone = \"z1\"\n", "")
     steps = plan_deploy(_cfg(tmp_path, text), _release(), _services(), pause=True)
-    assert [s["id"] for s in steps][:2] == ["migrate", "update:phpfiles"]
+    assert [s["id"] for s in steps][:3] == ["prepull", "migrate", "update:phpfiles"]
     assert steps[-1]["id"] == "serving"
     gates = [s for s in steps if s["kind"] == "gate"]
     assert [g["pause"] for g in gates] == [True, False]

@@ -33,9 +33,11 @@ def test_plan_orders_the_steps_with_their_intent(world):
     state = target_state({"phpfiles": deployed, "phpha": deployed})
     plan = make_plan(snap(repo, cfg, state, deployed), cfg)
     # the deploy half is deploy_plan.plan_deploy's steps, the very ones `deploy` journals
-    assert [s.id for s in plan.steps] == ["workdir", "build:app", "push:app", "update:phpfiles", "gate:canary",
-                                         "update:phpha", "gate:rest"]
-    assert [s.half for s in plan.steps] == ["build", "build", "build", "deploy", "deploy", "deploy", "deploy"]
+    assert [s.id for s in plan.steps] == ["workdir", "build:app", "push:app", "prepull", "update:phpfiles",
+                                         "gate:canary", "update:phpha", "gate:rest"]
+    assert [s.half for s in plan.steps] == ["build", "build", "build", "deploy", "deploy", "deploy", "deploy",
+                                            "deploy"]
+    assert "pre-pull on every node that may run a new task" in plan.steps[3].intent
     assert not any(s.done for s in plan.steps)
     img = plan.images[0]
     assert img.repository == "127.0.0.1:5999/acme/app"
@@ -44,7 +46,7 @@ def test_plan_orders_the_steps_with_their_intent(world):
     build = plan.steps[1]
     assert build.detail["build_args"] == {"REVISION": head, "VERSION": "26.11.1b"}
     assert f"git-commit-{head[:7]}" in build.intent
-    canary = plan.steps[3]
+    canary = plan.steps[4]
     assert canary.detail["service"] == "phpfiles" and canary.detail["wave"] == "canary"
     assert canary.detail["image"] == f"127.0.0.1:5999/acme/app:git-commit-{head[:7]}@<digest after push>"
     assert canary.detail["previous_image"] == img.cache_from
@@ -64,10 +66,10 @@ def test_verify_migrations_and_purge_steps_come_from_the_config(world, tmp_path)
     })
     state = target_state({"phpfiles": deployed, "phpha": deployed})
     plan = make_plan(snap(repo, cfg, state, deployed), cfg)
-    assert [s.id for s in plan.steps] == ["workdir", "build:app", "verify", "push:app", "update:phpfiles",
+    assert [s.id for s in plan.steps] == ["workdir", "build:app", "verify", "push:app", "prepull", "update:phpfiles",
                                          "gate:canary", "migrate:a", "migrate:b", "update:phpha", "gate:rest"]
-    assert "`migrate` once" in plan.steps[6].intent and "(DATA=a)" in plan.steps[6].intent
-    assert plan.steps[7].detail["env"] == {"DATA": "b"}
+    assert "`migrate` once" in plan.steps[7].intent and "(DATA=a)" in plan.steps[7].intent
+    assert plan.steps[8].detail["env"] == {"DATA": "b"}
 
 
 def test_a_tag_already_used_for_other_code_is_refused(world):

@@ -17,7 +17,7 @@ from stackpatch.errors import FaultError, UserError
 from stackpatch.release import deploy as D
 from stackpatch.release import journal as J
 from stackpatch.release.model import PushedImage, Release
-from stackpatch.release.runner import job_name
+from stackpatch.release.runner import job_name, pull_name
 from stackpatch.reporter import Recorder
 
 from tests.fakes.cloudflare import FakeCloudflare
@@ -133,7 +133,8 @@ def intents(cfg) -> list[str]:
 def holder_exits(target: MemoryTarget) -> None:
     """The run that holds the lock ends (as the CLI process of an interrupted run does): its pid is dead."""
     import dataclasses
-    target.lock = dataclasses.replace(target.lock, pid=_dead_pid())
+    from stackpatch.release.lock import boot_id
+    target.lock = dataclasses.replace(target.lock, pid=_dead_pid(), boot_id=boot_id())
 
 
 def _dead_pid() -> int:
@@ -151,7 +152,7 @@ def test_a_deploy_runs_every_step_in_order_and_releases_the_lock(world):
     cfg, target, _ = world
     res = deploy(cfg, target)
     assert res.state == J.DEPLOYED
-    assert intents(cfg) == ["update:phpfiles", "gate:canary", "migrate:alpha", "migrate:beta", "update:phpha",
+    assert intents(cfg) == ["prepull", "update:phpfiles", "gate:canary", "migrate:alpha", "migrate:beta", "update:phpha",
                             "update:web", "gate:rest", "serving"]
     assert target.images() == {"phpfiles": NEW_APP, "phpha": NEW_APP, "web": NEW_FRONT}
     assert {s.labels["stackpatch.run-id"] for s in target.services.values()} == {res.run_id}
@@ -159,7 +160,7 @@ def test_a_deploy_runs_every_step_in_order_and_releases_the_lock(world):
     # one job per tenant, each removed, named from the run and the step
     assert target.job_starts == [job_name(res.run_id, "migrate:alpha"), job_name(res.run_id, "migrate:beta")]
     assert all(j.removed for j in target.jobs.values())
-    assert [j.env for j in target.jobs.values()] == [{"DATA": "alpha"}, {"DATA": "beta"}]
+    assert [target.jobs[n].env for n in target.job_starts] == [{"DATA": "alpha"}, {"DATA": "beta"}]
     assert target.lock is None
     start = records(cfg)[0]
     assert start["target"] == {"kind": "memory", "where": "memory://acme-prod", "name": "default"}
@@ -190,7 +191,7 @@ def test_a_canary_that_does_not_converge_rolls_back_to_the_recorded_images(world
     assert target.images() == OLD
     assert target.services["phpfiles"].labels["stackpatch.revision"] == OLD_REV
     assert "stackpatch.run-id" not in target.services["phpfiles"].labels  # the previous labels, exactly
-    assert intents(cfg) == ["update:phpfiles"]
+    assert intents(cfg) == ["prepull", "update:phpfiles"]
     assert states(cfg)[-2:] == [J.ROLLING_BACK, J.ROLLED_BACK]
     assert target.job_starts == []  # no migration ran
     assert target.lock is None
@@ -220,7 +221,7 @@ def test_a_failing_gate_rolls_back(world):
     target.exec_results["phpfiles"] = (1, "permission denied\n")
     with pytest.raises(FaultError, match=r"check 'app shell works' failed .*exited 1: permission denied"):
         deploy(cfg, target)
-    assert target.images() == OLD and intents(cfg) == ["update:phpfiles", "gate:canary"]
+    assert target.images() == OLD and intents(cfg) == ["prepull", "update:phpfiles", "gate:canary"]
     assert states(cfg)[-1] == J.ROLLED_BACK and target.lock is None
 
 
@@ -239,7 +240,7 @@ def test_a_failing_migration_rolls_back_the_canary(world):
     target.job_exit["beta"] = 3
     with pytest.raises(FaultError, match=r"exited 3.*rolled back"):
         deploy(cfg, target)
-    assert intents(cfg) == ["update:phpfiles", "gate:canary", "migrate:alpha", "migrate:beta"]
+    assert intents(cfg) == ["prepull", "update:phpfiles", "gate:canary", "migrate:alpha", "migrate:beta"]
     assert target.images() == OLD and all(j.removed for j in target.jobs.values())
 
 
@@ -412,7 +413,7 @@ def test_a_lock_left_by_a_run_killed_before_its_journal_is_released_by_abort(wor
     from stackpatch.targets.base import LockInfo
     cfg, target, _ = world
     target.create_lock(LockInfo("alice", socket.gethostname(), 1, "26.11.1b", "20261127T000000Z-dead00",
-                                0.0, 9e12))
+                                0.0, 9e12, lock.boot_id()))
     holder_exits(target)
     with pytest.raises(lock.LockHeld, match="stopped before it changed anything: `stackpatch abort` releases"):
         deploy(cfg, target)
@@ -471,3 +472,84 @@ def test_a_lock_left_after_the_final_record_is_released_by_resume(world):
     out = D.resume(cfg, reporter=Recorder(), target=target)
     assert target.lock is None and "released its lock" in (out.detail or "")
     assert states(cfg)[-1] == J.DEPLOYED  # the journal is untouched
+
+
+# ---------------------------------------------------------------- the pre-pull (issue 11)
+
+def test_every_new_image_is_pulled_before_the_canary_and_the_pull_jobs_are_removed(world):
+    cfg, target, _ = world
+    target.nodes = ["manager", "worker-1", "worker-2"]
+    target.job_polls = 3  # the nodes report pending twice before they have pulled
+    res = deploy(cfg, target)
+    assert res.state == J.DEPLOYED
+    assert intents(cfg)[:2] == ["prepull", "update:phpfiles"]
+    assert target.pulls == [(pull_name(res.run_id, "prepull", 0), NEW_APP, ["phpfiles", "phpha"]),
+                            (pull_name(res.run_id, "prepull", 1), NEW_FRONT, ["web"])]
+    assert all(target.jobs[name].removed for name, _, _ in target.pulls)
+    step = records(cfg)[0]["plan"][0]
+    assert step["kind"] == "prepull" and step["timeout"] == cfg.timeouts.prepull
+
+
+def test_a_node_that_cannot_pull_fails_the_run_before_the_canary_in_one_line(world):
+    cfg, target, _ = world
+    target.nodes = ["manager", "worker-1", "worker-2"]
+    target.pull_fail["worker-2"] = f"No such image: {NEW_APP}"
+    with pytest.raises(FaultError) as e:
+        deploy(cfg, target)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert msg.startswith(f"node worker-2 could not pull {NEW_APP} (for phpfiles, phpha): No such image: "), msg
+    assert "nothing was changed" in msg
+    assert target.updates == [] and target.images() == OLD and target.lock is None
+    assert states(cfg)[-1] == J.FAILED and intents(cfg) == ["prepull"]
+    assert all(target.jobs[name].removed for name, _, _ in target.pulls)
+
+
+def test_prepull_false_plans_no_pull_and_an_unchanged_service_is_not_pulled(world):
+    cfg, target, _ = world
+    off = cfg.model_copy(update={"target": cfg.target.model_copy(update={"prepull": False})})
+    assert deploy(off, target).state == J.DEPLOYED
+    assert target.pulls == [] and "prepull" not in intents(off)
+    from stackpatch.release.deploy_plan import plan_deploy
+    # web already runs the new front: only the app image is pulled, for its services
+    target.services["phpfiles"].image = OLD["phpfiles"]
+    target.services["phpha"].image = OLD["phpha"]
+    steps = plan_deploy(cfg, release(), target.read_state().services)
+    assert steps[0]["images"] == [{"image": NEW_APP, "services": ["phpfiles", "phpha"]}]
+
+
+def test_a_run_stopped_during_the_pull_is_resumed_by_adopting_its_job(world):
+    cfg, target, _ = world
+    target.job_polls = 2
+    target.unreachable_after["pull_status"] = 0  # the engine goes away while the nodes pull
+    with pytest.raises(FaultError, match="target stopped answering at step prepull"):
+        deploy(cfg, target)
+    assert target.updates == [] and target.lock is not None
+    target.reachable = True
+    target.unreachable_after.clear()
+    holder_exits(target)
+    res = D.resume(cfg, reporter=Recorder(), target=target)
+    assert res.state == J.DEPLOYED
+    assert len(target.pulls) == 2  # the interrupted run's jobs adopted by name, not started again
+    assert all(target.jobs[name].removed for name, _, _ in target.pulls)
+
+
+# ---------------------------------------------------------------- who may take over a lock (issue 11)
+
+def test_a_lock_is_proven_dead_only_on_its_own_machine_or_by_its_expiry():
+    import dataclasses
+    import os
+    import socket
+    import time
+    from stackpatch.release.lock import boot_id, holder_alive
+    from stackpatch.targets.base import LockInfo
+    now = time.time()
+    mine = LockInfo("me", socket.gethostname(), os.getpid(), "v", "r", now, now + 600, boot_id())
+    assert boot_id() and holder_alive(mine)
+    dead = dataclasses.replace(mine, pid=_dead_pid())
+    assert not holder_alive(dead)                                       # same machine, pid gone
+    assert not holder_alive(dataclasses.replace(mine, boot_id="0" * 36))  # same hostname, rebooted since
+    assert holder_alive(dataclasses.replace(mine, boot_id=""))          # no boot id: the hostname proves nothing
+    other = dataclasses.replace(dead, host="another-machine")          # its pid means nothing here
+    assert holder_alive(other)
+    assert not holder_alive(other, now=now + 601)                       # until the lock expires

@@ -61,7 +61,7 @@ def test_ship_until_pushed_on_a_sandbox_hotfix(fork, tmp_path):
     assert plan["version"] == "26.11.1b" and plan["revision"] == sha
     assert plan["deployed"]["version"] == "26.11.1"
     assert [s["id"] for s in plan["steps"]] == ["workdir", "build:app", "build:front", "verify", "push:app",
-                                               "push:front", "update:phpfiles", "gate:canary", "migrate",
+                                               "push:front", "prepull", "update:phpfiles", "gate:canary", "migrate",
                                                "update:phpha", "update:web", "gate:rest", "serving"]
     assert [c["subject"] for c in plan["preflight"]["commits"]] == ["one-line fix"]
     assert world_of(fork, cfg) == before, "plan changed the world"

@@ -129,6 +129,16 @@ class TargetConfig(Section):
         description="Rollout order, canary first. Default: the first service, then the rest.")
     front_url: str | None = Field(None, description="Public URL of the app, used by checks and rollback checks.")
     checks: list[HttpCheck] = Field(default_factory=list, description="Checks run after each wave (the gate).")
+    node_hosts: dict[str, str] = Field(
+        default_factory=dict,
+        description="Node hostname → Docker engine of that node (`ssh://…`, `tcp://…` with the same `tls_*`). "
+                    "A gate's command check and `stackpatch shell` reach a task on another node than "
+                    "`docker_host`'s through it; without one, a command check runs as a one-off job from the "
+                    "task's image, networks, env and mounts on the task's node (beside the task, not in it).")
+    prepull: bool = Field(
+        True, description="Before the canary, every node that may run a new task pulls the new images (one "
+                          "global job per image, with the registry credentials); a node that cannot pull "
+                          "fails the run before anything changed.")
 
     @model_validator(mode="after")
     def _waves_cover(self) -> "TargetConfig":
@@ -197,6 +207,7 @@ class TimeoutsConfig(Section):
     converge: float = Field(300, gt=0, description="Seconds for one wave to converge (tasks running and healthy).")
     check: float = Field(60, gt=0, description="Seconds a gate check keeps retrying before it fails.")
     lock_ttl: float = Field(3600, gt=0, description="Seconds after which a held lock counts as expired.")
+    prepull: float = Field(300, gt=0, description="Seconds for every node to pull the new images (the pre-pull).")
 
 
 class HooksConfig(Section):

@@ -11,6 +11,8 @@ protocol; what an image does when a service is pointed at it is scripted per ima
   "swarm-rollback"  Swarm's own failure_action rolled the service back (update_state rollback_completed)
   "refuse"     the engine refuses the update itself (FaultError), e.g. to make a rollback fail
 
+Pre-pulls run on `nodes`; `pull_fail` (node -> the engine's reason) makes a node fail to pull.
+
 It is a narrow fake for speed (httpx's MockTransport in spirit), never a replacement: the real swarm
 runs every path that reaches Docker in the other tests.
 """
@@ -22,8 +24,8 @@ from dataclasses import dataclass, field, replace
 from typing import Iterator
 
 from stackpatch.errors import EngineUnreachable, FaultError, UserError
-from stackpatch.targets.base import (ImageRef, JobStatus, LockInfo, LogLine, Observation, ServiceState, TargetState,
-                                     TaskLocation, TaskView)
+from stackpatch.targets.base import (ImageRef, JobStatus, LockInfo, LogLine, NodePull, Observation, ServiceState,
+                                     TargetState, TaskLocation, TaskView)
 
 
 @dataclass
@@ -67,6 +69,9 @@ class MemoryTarget:
         self.renewals = 0
         self.shells: list[tuple[str, list[str]]] = []       # (task, argv) of every shell opened
         self.log_lines: dict[str, list[tuple[float, str]]] = {}  # service -> (unix time, line)
+        self.nodes: list[str] = ["memory-node"]          # where pre-pulls run
+        self.pull_fail: dict[str, str] = {}             # node -> the engine's reason it cannot pull
+        self.pulls: list[tuple[str, str, list[str]]] = []  # (job, image, services) of every pull started
         self.reachable = True
         self.unreachable_after: dict[str, int] = {}  # method name -> calls left before the target goes away
         self._clock = 0
@@ -208,6 +213,25 @@ class MemoryTarget:
         self._call("remove_job")
         self.jobs[job_id].removed = True
 
+    # ------------------------------------------------------------ pre-pull
+
+    def start_pull(self, name: str, image: str, services: list[str]) -> str:
+        self._call("start_pull")
+        if name in self.jobs and not self.jobs[name].removed:
+            return name
+        self.jobs[name] = Job(name, ",".join(services), image, ["true"], {})
+        self.pulls.append((name, image, list(services)))
+        return name
+
+    def pull_status(self, job_id: str) -> tuple[NodePull, ...]:
+        self._call("pull_status")
+        j = self.jobs[job_id]
+        j.polls += 1
+        if j.polls < self.job_polls:
+            return tuple(NodePull(n, "pending", "preparing") for n in self.nodes)
+        return tuple(NodePull(n, "failed", self.pull_fail[n]) if n in self.pull_fail else NodePull(n, "pulled")
+                     for n in self.nodes)
+
     # ------------------------------------------------------------ exec
 
     def exec(self, service: str, argv: list[str], timeout: float) -> tuple[int, str]:
@@ -278,7 +302,8 @@ class MemoryTarget:
                 "exec_results": {k: list(v) for k, v in self.exec_results.items()},
                 "jobs": {n: asdict(j) for n, j in self.jobs.items()}, "job_starts": self.job_starts,
                 "updates": [list(u) for u in self.updates], "lock": asdict(self.lock) if self.lock else None,
-                "renewals": self.renewals, "reachable": self.reachable,
+                "renewals": self.renewals, "reachable": self.reachable, "nodes": self.nodes,
+                "pull_fail": self.pull_fail, "pulls": [list(x) for x in self.pulls],
                 "unreachable_after": self.unreachable_after, "clock": self._clock}
 
     @classmethod
@@ -291,5 +316,7 @@ class MemoryTarget:
         t.job_starts, t.updates = list(d["job_starts"]), [tuple(u) for u in d["updates"]]
         t.lock = LockInfo(**d["lock"]) if d["lock"] else None
         t.renewals, t.reachable = d["renewals"], d["reachable"]
+        t.nodes, t.pull_fail = list(d.get("nodes", t.nodes)), dict(d.get("pull_fail", {}))
+        t.pulls = [(a, b, list(c)) for a, b, c in d.get("pulls", [])]
         t.unreachable_after, t._clock = dict(d["unreachable_after"]), d["clock"]
         return t

@@ -249,8 +249,9 @@ class Registry:
         except urllib.error.HTTPError as e:
             raise self._refused(e.code, f"reading blob {digest[:19]} of {name}") from None
 
-    def image_labels(self, name: str, reference: str) -> tuple[str, dict[str, str]] | None:
-        """(manifest digest, image config labels) of `name:reference`, or None if the tag does not exist."""
+    def image_config(self, name: str, reference: str) -> tuple[str, dict] | None:
+        """(manifest digest, the image config's `config`: Labels, Healthcheck, Env…) of `name:reference`
+        (a tag or digest; a list picks linux/amd64), or None if the registry has no such manifest."""
         m = self.manifest(name, reference)
         if m is None:
             return None
@@ -265,13 +266,34 @@ class Registry:
         cfg_digest = (body.get("config") or {}).get("digest")
         if not cfg_digest:
             return m.digest, {}
-        conf = self.blob_json(name, cfg_digest)
-        labels = (conf.get("config") or {}).get("Labels") or {}
-        return m.digest, dict(labels)
+        return m.digest, dict(self.blob_json(name, cfg_digest).get("config") or {})
+
+    def image_labels(self, name: str, reference: str) -> tuple[str, dict[str, str]] | None:
+        """(manifest digest, image config labels) of `name:reference`, or None if the tag does not exist."""
+        got = self.image_config(name, reference)
+        return None if got is None else (got[0], dict(got[1].get("Labels") or {}))
 
 
 def for_config(cfg: Config) -> Registry:
     return Registry(cfg.registry.host, credentials(cfg), timeout=30)
+
+
+def image_config_reader(cfg: Config):
+    """A function ImageRef → the image's config read from the configured registry (None for an image of
+    another registry or one it does not have): how a target learns the labels and healthcheck of an
+    image its engine does not hold. The registry is contacted on the first call only."""
+    from stackpatch.targets.base import ImageRef
+    reg: list[Registry] = []
+
+    def read(ref: ImageRef) -> dict | None:
+        host, name = split_repository(ref.repository)
+        if host != cfg.registry.host:
+            return None
+        if not reg:
+            reg.append(for_config(cfg))
+        got = reg[0].image_config(name, ref.digest or ref.tag or "latest")
+        return got[1] if got else None
+    return read
 
 
 def require_digest_match(reg: Registry, name: str, tag: str, digest: str) -> None:

@@ -26,14 +26,14 @@ def read_snapshot(cfg: Config, ref: str | None = None, allow_mixed: bool = False
     """Read git, the target and the registry once. Read-only (a `git fetch` updates remote-tracking refs)."""
     reg = registry_mod.for_config(cfg)
 
-    def labels(r: ImageRef) -> dict[str, str]:
+    def image_config(r: ImageRef) -> dict | None:
         host, name = split_repository(r.repository)
         if host != reg.host:
-            return {}
-        got = reg.image_labels(name, r.digest or r.tag or "latest")
-        return got[1] if got else {}
+            return None
+        got = reg.image_config(name, r.digest or r.tag or "latest")
+        return got[1] if got else None
 
-    target = target or targets.for_config(cfg, label_resolver=labels)
+    target = target or targets.for_config(cfg, image_reader=image_config)
     state = target.read_state()
     _, dep_rev = deployed_release(state, cfg, allow_mixed)
     facts = gather(repo or cfg.root, cfg, ref=ref, deployed_revision=dep_rev)

@@ -34,7 +34,7 @@ def _lock_info(cfg, run_id: str, version: str) -> LockInfo:
     owner, host, pid = J.owner_host_pid()
     now = time.time()
     return LockInfo(owner=owner, host=host, pid=pid, version=version, run_id=run_id, started_at=now,
-                    expires_at=now + cfg.timeouts.lock_ttl)
+                    expires_at=now + cfg.timeouts.lock_ttl, boot_id=lock_mod.boot_id())
 
 
 def _purger(cfg, reporter: Reporter) -> Callable[[], Any]:
@@ -79,17 +79,8 @@ def _lock_then_check_unfinished(cfg, target: Target, info: LockInfo) -> None:
 
 
 def _alive(holder: LockInfo) -> bool:
-    """The holder's process still runs (only knowable on the same host)."""
-    import socket
-    if holder.host != socket.gethostname():
-        return True
-    try:
-        os.kill(holder.pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """The holder may still run: see `lock.holder_alive` (an expired lock's holder counts as gone)."""
+    return lock_mod.holder_alive(holder)
 
 
 def deployed_now(cfg, state: TargetState) -> tuple[str | None, str | None]:
@@ -256,7 +247,7 @@ def _orphan_lock(cfg, target: Target) -> LockInfo | None:
         v = J.view(J.read_records(path))
         if v is None or not v.finished:
             return None
-    if holder.expired(time.time()) or not _alive(holder):
+    if not _alive(holder):
         return holder
     return None
 
@@ -272,8 +263,12 @@ def _orphan_words(cfg, holder: LockInfo) -> str:
 def _take_over(cfg, target: Target, v: J.RunView) -> None:
     holder = target.read_lock()
     if holder is not None and holder.run_id == v.run_id and _alive(holder):
-        raise UserError(f"run {v.run_id} is still running (pid {holder.pid} on {holder.host}): wait for it, "
-                        "or stop it with Ctrl-C (it rolls back)")
+        import socket
+        elsewhere = holder.host != socket.gethostname() or (holder.boot_id and holder.boot_id != lock_mod.boot_id())
+        raise UserError(f"run {v.run_id} may still be running (pid {holder.pid} on {holder.host}): " + (
+            f"it is another machine, so only its lock's expiry proves it gone ({lock_mod.describe(holder)}); "
+            "stop it there, or wait for the expiry" if elsewhere else
+            "wait for it, or stop it with Ctrl-C (it rolls back)"))
     lock_mod.acquire(target, _lock_info(cfg, v.run_id, v.version or "?"), take_over_run=True)
 
 

@@ -57,6 +57,16 @@ class MigrateStep(TypedDict):
     timeout: float
 
 
+class PrepullStep(TypedDict):
+    """Before the canary: every node that may run a task of `services` pulls `image` (a job per image),
+    so no cut-over waits for a pull, and a node that cannot pull fails the run before anything changed.
+    Nothing to undo."""
+    id: str                    # prepull
+    kind: str
+    images: list[dict]         # [{"image": repo:tag@sha256:…, "services": [...]}], in wave order
+    timeout: float
+
+
 class ServingStep(TypedDict):
     """The front serves the expected revision."""
     id: str
@@ -72,7 +82,7 @@ class PurgeStep(TypedDict):
     kind: str
 
 
-DeployStep = UpdateStep | GateStep | MigrateStep | ServingStep | PurgeStep
+DeployStep = PrepullStep | UpdateStep | GateStep | MigrateStep | ServingStep | PurgeStep
 
 
 def describe(step: dict) -> str:
@@ -87,6 +97,9 @@ def describe(step: dict) -> str:
         env = " ".join(f"{a}={b}" for a, b in step["env"].items())
         return f"release phase: `{' '.join(step['command'])}` once from the new image of {step['service']}" + \
             (f" ({env})" if env else "")
+    if k == "prepull":
+        parts = "; ".join(f"{i['image']} for {', '.join(i['services'])}" for i in step["images"])
+        return f"pre-pull on every node that may run a new task: {parts}"
     if k == "serving":
         return f"check {step['url']} serves revision {step['revision'][:7]}"
     if k == "purge":
@@ -153,6 +166,14 @@ def plan_deploy(cfg: Config, release: Release, services: dict[str, ServiceState]
                 "env": {m.tenant_env: t} if t else {}, "timeout": m.timeout})
 
     steps: list[dict] = []
+    if tcfg.prepull:
+        pulls: dict[str, list[str]] = {}
+        for svc in (s for w in waves for s in w.services):
+            if new_images[svc] != str(services[svc].image):
+                pulls.setdefault(new_images[svc], []).append(svc)
+        if pulls:
+            steps.append({"id": "prepull", "kind": "prepull", "timeout": cfg.timeouts.prepull,
+                          "images": [{"image": img, "services": svcs} for img, svcs in pulls.items()]})
     if m.when == "before-rollout":
         steps += migrate_steps
     for i, w in enumerate(waves):

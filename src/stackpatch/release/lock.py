@@ -1,11 +1,18 @@
 """The deploy lock's policy, over any Target: take it (atomically, naming the holder when refused),
 hand it back, break an expired one. The lock itself lives ON the target (Target.create_lock), so every
-machine sees it; its data is owner, host, pid, version, run id, start and expiry (no secrets).
+machine sees it; its data is owner, host, pid, boot id, version, run id, start and expiry (no secrets).
+
+Whether its holder still lives (`holder_alive`) is decided from what can be proven: on the machine that
+took it (same hostname AND same boot id) the pid answers; on the same hostname after a reboot (another
+boot id) the holder is dead; from any other machine nothing can be proven, so only the expiry frees it.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import time
+from pathlib import Path
 
 from stackpatch.errors import UserError
 from stackpatch.targets.base import LockInfo, Target
@@ -13,6 +20,41 @@ from stackpatch.targets.base import LockInfo, Target
 
 class LockHeld(UserError):
     """Someone else holds the lock."""
+
+
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def boot_id() -> str:
+    """This machine's boot id (changes at every boot); "" where the kernel does not say."""
+    try:
+        return BOOT_ID.read_text().strip()
+    except OSError:
+        return ""
+
+
+def holder_alive(holder: LockInfo, now: float | None = None) -> bool:
+    """Whether the run holding the lock may still be running. False only when that is proven: the lock
+    expired, or the holder's machine is this one (same hostname and boot id) and its pid is gone, or it
+    is this hostname and the machine rebooted since (another boot id). A lock taken on another machine
+    is alive until it expires: its pid means nothing here, whatever the hostname says."""
+    now = time.time() if now is None else now
+    if holder.expired(now):
+        return False
+    if holder.host != socket.gethostname():
+        return True
+    mine = boot_id()
+    if holder.boot_id and mine and holder.boot_id != mine:
+        return False   # this hostname, another boot: every process of that boot is gone
+    if not holder.boot_id or not mine:
+        return True    # cannot tell that this is the machine that took it
+    try:
+        os.kill(holder.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def describe(info: LockInfo, now: float | None = None) -> str:

@@ -281,12 +281,70 @@ def follow_job(target: Target, job_id: str, name: str, step: dict, output: Calla
     return 0
 
 
+def pull_name(run_id: str, step_id: str, i: int) -> str:
+    """The pre-pull job of the step's i-th image: deterministic, so a resumed run adopts it."""
+    import hashlib
+    return "sp-pull-" + hashlib.sha256(f"{run_id}/{step_id}/{i}".encode()).hexdigest()[:12]
+
+
+def do_prepull(ctx: Context, step: dict) -> None:
+    """Every node that may run a new task pulls its image, all images at once; the first node that cannot
+    pull fails the step naming the node and the engine's reason. The jobs are removed in every ending."""
+    t = ctx.target
+    jobs: list[tuple[str, dict]] = []
+    try:
+        for i, item in enumerate(step["images"]):
+            jobs.append((t.start_pull(pull_name(ctx.run_id, step["id"], i), item["image"], item["services"]),
+                         item))
+        deadline = time.monotonic() + step.get("timeout", 300)
+        reported: set[tuple[str, str]] = set()
+        while True:
+            ctx.tick()
+            waiting = []
+            for jid, item in jobs:
+                nodes = t.pull_status(jid)
+                for n in nodes:
+                    if n.state == "failed":
+                        raise FaultError(f"node {n.node} could not pull {item['image']} (for "
+                                         f"{', '.join(item['services'])}): {n.detail}: check the registry "
+                                         "credentials ([registry]) and that node's access to the registry")
+                    if n.state == "pulled" and (n.node, item["image"]) not in reported:
+                        reported.add((n.node, item["image"]))
+                        ctx.progress(f"pre-pull: {n.node} has {item['image']}")
+                pending = [n.node for n in nodes if n.state != "pulled"]
+                if pending or not nodes:
+                    waiting.append(f"{item['image']} on {', '.join(pending) or 'no node yet'}")
+            if not waiting:
+                return
+            if time.monotonic() >= deadline:
+                raise FaultError(f"the pre-pull did not finish within {step.get('timeout', 300):.0f}s (waiting for "
+                                 f"{'; '.join(waiting)}): check those nodes (`docker node ls`) or raise "
+                                 "timeouts.prepull")
+            time.sleep(0.4)
+    finally:
+        for jid, _ in jobs:
+            try:
+                t.remove_job(jid)
+            except Exception as e:  # noqa: BLE001 - never mask the step's outcome; abort/resume remove it
+                if t.is_unreachable(e):
+                    raise
+                ctx.progress(f"could not remove the pre-pull job: {e}")
+
+
 def settle_jobs(ctx: Context, steps: list[dict], started: list[str]) -> None:
     """Before an interrupted run is undone: every release job it may have started ends first. A job
     still running is waited for (a migration is never cut in the middle) and its end journaled; a job
-    whose end is journaled but that is still there (killed before its removal) is removed."""
+    whose end is journaled but that is still there (killed before its removal) is removed. A pre-pull
+    job left behind is removed (a pull changes nothing that needs waiting for)."""
     for step in steps:
         sid = step["id"]
+        if step["kind"] == "prepull" and sid in started:
+            for i in range(len(step["images"])):
+                left = ctx.target.find_job(pull_name(ctx.run_id, sid, i))
+                if left is not None:
+                    ctx.target.remove_job(left)
+                    ctx.progress(f"{sid}: removed its pre-pull job, left by the interrupted run")
+            continue
         if step["kind"] != "migrate" or sid not in started:
             continue
         name = job_name(ctx.run_id, sid)
@@ -337,7 +395,7 @@ def check_serving(ctx: Context, url: str, revision: str, timeout: float, stop: b
     _retry(ctx, "the check that the front serves the expected revision", timeout, probe, stop=stop)
 
 
-STEP_FUNCS = {"update": do_update, "gate": do_gate, "migrate": do_migrate}
+STEP_FUNCS = {"update": do_update, "gate": do_gate, "migrate": do_migrate, "prepull": do_prepull}
 
 
 # ------------------------------------------------------------------ running

@@ -15,12 +15,12 @@ if TYPE_CHECKING:
 
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 
-# target.kind -> "module:factory"; the factory takes (cfg, label_resolver) and returns a Target
+# target.kind -> "module:factory"; the factory takes (cfg, image_reader) and returns a Target
 KINDS: dict[str, str] = {
     "swarm": "stackpatch.targets.swarm:from_config",
 }
 
-LabelResolver = Callable[["ImageRef"], dict[str, str]]
+ImageReader = Callable[["ImageRef"], "dict | None"]  # an image's config (Labels, Healthcheck), or None
 
 
 def engine_host(cfg: "Config") -> str:
@@ -29,7 +29,11 @@ def engine_host(cfg: "Config") -> str:
     return cfg.target.docker_host or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
 
 
-def for_config(cfg: "Config", label_resolver: LabelResolver | None = None) -> "Target":
-    """The Target the config names. Connecting is lazy: the first call that needs the engine does it."""
+def for_config(cfg: "Config", image_reader: ImageReader | None = None) -> "Target":
+    """The Target the config names. Connecting is lazy: the first call that needs the engine does it.
+    Images the engine does not hold are read from the configured registry (`image_reader`'s default)."""
+    if image_reader is None:
+        from stackpatch.images import registry
+        image_reader = registry.image_config_reader(cfg)
     module, _, factory = KINDS[cfg.target.kind].partition(":")
-    return getattr(importlib.import_module(module), factory)(cfg, label_resolver)
+    return getattr(importlib.import_module(module), factory)(cfg, image_reader)

@@ -120,6 +120,7 @@ class LockInfo:
     run_id: str
     started_at: float         # unix time
     expires_at: float
+    boot_id: str = ""         # the holder machine's /proc/sys/kernel/random/boot_id ("" when unknown)
 
     def expired(self, now: float) -> bool:
         return now >= self.expires_at
@@ -191,6 +192,15 @@ class JobStatus:
 
 
 @dataclass(frozen=True)
+class NodePull:
+    """One node's part of a pre-pull: whether it has pulled the image."""
+
+    node: str                   # the node's hostname
+    state: str                  # pending | pulled | failed
+    detail: str | None = None   # the engine's reason when it failed ("No such image: …")
+
+
+@dataclass(frozen=True)
 class TaskLocation:
     """Where one running task of a service is: for people (`shell` says which task and node) and for
     `open_shell`."""
@@ -256,8 +266,18 @@ class Target(Protocol):
     def remove_job(self, job_id: str) -> None:
         """Remove the job and whatever it left behind."""
 
+    def start_pull(self, name: str, image: str, services: list[str]) -> str:
+        """Start a job called `name` that pulls `image` on every node where a task of `services` may run
+        (their placement), with the registry credentials. Adopts a job of that name that is there
+        already. Returns its id; `pull_status` follows it, `remove_job` removes it."""
+
+    def pull_status(self, job_id: str) -> tuple[NodePull, ...]:
+        """Per node, whether the pre-pull job has pulled the image there (empty: no node has started)."""
+
     def exec(self, service: str, argv: list[str], timeout: float) -> tuple[int, str]:
-        """Run argv in one running task of the service: (exit code, output)."""
+        """Run argv in one running task of the service (the newest): (exit code, output). Wherever the
+        task runs: through its node's engine when the target can reach it, else as a one-off job on
+        that node from the same image, networks, env and mounts (the output says which)."""
 
     def running_task(self, service: str) -> TaskLocation:
         """One running task of the service (the lowest slot), and where it runs. UserError when the

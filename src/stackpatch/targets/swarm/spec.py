@@ -122,6 +122,71 @@ def job_spec(name: str, template: dict, image: str, command: list[str], env: dic
             "Mode": {"ReplicatedJob": {"MaxConcurrent": 1, "TotalCompletions": 1}}}
 
 
+def task_health(t: dict, has_healthcheck: bool) -> str | None:
+    """A task's health from the manager's task status alone (no container inspect, so any node): Swarm
+    keeps a task with a healthcheck `starting` until it is healthy, and fails it as an "unhealthy
+    container" when it is not."""
+    st = t.get("Status") or {}
+    state = st.get("State")
+    if "unhealthy" in (st.get("Err") or ""):
+        return "unhealthy"
+    if not has_healthcheck:
+        return None
+    if state == "starting":
+        return "starting"
+    if state == "running":
+        return "healthy"
+    return None
+
+
+def has_healthcheck(spec: dict, image_config: dict | None) -> bool:
+    """The service's tasks run a healthcheck: the spec's, else the image's (None: unknown image)."""
+    hc = ((spec.get("TaskTemplate") or {}).get("ContainerSpec") or {}).get("Healthcheck") or {}
+    if not hc.get("Test"):
+        hc = (image_config or {}).get("Healthcheck") or {}
+    return bool(hc.get("Test")) and hc["Test"][0] != "NONE"
+
+
+def pinned_to_node(spec: dict, node_id: str) -> dict:
+    """A job spec whose one task runs on node `node_id` (next to the task it stands in for)."""
+    new = copy.deepcopy(spec)
+    pl = dict(new["TaskTemplate"].get("Placement") or {})
+    pl["Constraints"] = [*(pl.get("Constraints") or []), f"node.id=={node_id}"]
+    pl.pop("Preferences", None)
+    pl.pop("MaxReplicas", None)
+    new["TaskTemplate"]["Placement"] = pl
+    return new
+
+
+def pull_spec(name: str, stack: str, image: str, placement: dict) -> dict:
+    """A `global-job` that runs `true` from `image` once on every node `placement` allows: each node
+    pulls the image before its task starts (the pre-pull). No network, mount or secret; no restart."""
+    pl = {k: v for k, v in (placement or {}).items() if k in ("Constraints", "Platforms")}
+    return {"Name": name, "Labels": {STACK_LABEL: stack, JOB_LABEL: "prepull"},
+            "TaskTemplate": {"ContainerSpec": {"Image": image, "Command": ["true"],
+                                               "Healthcheck": {"Test": ["NONE"]}},
+                             "RestartPolicy": {"Condition": "none", "MaxAttempts": 0},
+                             "Placement": pl},
+            "Mode": {"GlobalJob": {}}}
+
+
+PULLED_STATES = frozenset({"starting", "running", "complete"})
+
+
+def node_pull(t: dict) -> tuple[str, str | None]:
+    """(pending | pulled | failed, the engine's reason) of one pre-pull task. A task that got a container
+    has its image, whatever `true` then did (an image without `true` still counts as pulled); one
+    rejected before it had a container could not pull."""
+    st = t.get("Status") or {}
+    state = st.get("State") or ""
+    has_container = bool((st.get("ContainerStatus") or {}).get("ContainerID"))
+    if state in PULLED_STATES or (state == "failed" and has_container):
+        return "pulled", None
+    if state in ("failed", "rejected", "orphaned", "shutdown", "remove"):
+        return "failed", st.get("Err") or st.get("Message") or state
+    return "pending", st.get("Message") or state or None
+
+
 def task_view(t: dict, health: str | None) -> TaskView:
     st = t.get("Status") or {}
     cs = st.get("ContainerStatus") or {}

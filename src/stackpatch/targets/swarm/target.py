@@ -13,8 +13,8 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Callable, Iterator
 
 from stackpatch.errors import EngineError, EngineObjectMissing, EngineUnreachable, FaultError, UserError
-from stackpatch.targets.base import (ImageRef, JobStatus, LockInfo, LogLine, Observation, ServiceState, TargetState,
-                                     TaskLocation, same_image)
+from stackpatch.targets.base import (ImageRef, JobStatus, LockInfo, LogLine, NodePull, Observation, ServiceState,
+                                     TargetState, TaskLocation)
 from stackpatch.targets.swarm import spec as S
 from stackpatch.targets.swarm.client import STACK_LABEL, Engine, connect, registry_auth_header
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from stackpatch.config import Config
 
-LabelResolver = Callable[[ImageRef], dict[str, str]]
+ImageReader = Callable[[ImageRef], "dict | None"]  # an image's config (Labels, Healthcheck) from the registry
 LOCK_LABEL = "stackpatch.lock"
 LOCK_EXPIRES_LABEL = "stackpatch.lock.expires-at"  # the heartbeat's renewed expiry
 
@@ -42,7 +42,8 @@ def decode_lock(data_b64: str | bytes | None) -> LockInfo:
         data = json.loads(base64.b64decode(data_b64 or b"").decode())
         return LockInfo(owner=str(data["owner"]), host=str(data["host"]), pid=int(data["pid"]),
                         version=str(data["version"]), run_id=str(data["run_id"]),
-                        started_at=float(data["started_at"]), expires_at=float(data["expires_at"]))
+                        started_at=float(data["started_at"]), expires_at=float(data["expires_at"]),
+                        boot_id=str(data.get("boot_id") or ""))
     except (ValueError, KeyError, TypeError):
         # unreadable lock: held by an unknown owner, expired (so `unlock --force` can clear it)
         return LockInfo("unknown", "unknown", 0, "?", "?", 0.0, 0.0)
@@ -55,7 +56,7 @@ def _lock_of(config: dict) -> LockInfo:
     except (KeyError, ValueError):
         return info
     return LockInfo(info.owner, info.host, info.pid, info.version, info.run_id, info.started_at,
-                    max(info.expires_at, renewed))
+                    max(info.expires_at, renewed), info.boot_id)
 
 
 class SwarmTarget:
@@ -64,12 +65,17 @@ class SwarmTarget:
     kind = "swarm"
 
     def __init__(self, docker_host: str, stack: str, *, tls_verify: bool = False,
-                 tls_cert_path: str | None = None, label_resolver: LabelResolver | None = None,
-                 registry: tuple[str, str | None, str | None, bool] | None = None):
+                 tls_cert_path: str | None = None, image_reader: ImageReader | None = None,
+                 registry: tuple[str, str | None, str | None, bool] | None = None,
+                 node_hosts: dict[str, str] | None = None):
         self.docker_host = docker_host
         self.stack = stack
         self._tls = (tls_verify, tls_cert_path)
-        self._labels = label_resolver
+        self._image_reader = image_reader
+        self._node_hosts = dict(node_hosts or {})  # node hostname -> that node's engine (exec, shell)
+        self._node_engines: dict[str, Engine] = {}
+        self._image_configs: dict[str, dict | None] = {}
+        self._own_node: str | None = None
         self._registry = registry  # (host, user, password, use_docker_config): never logged
         self._client: docker.DockerClient | None = None
         self._engine: Engine | None = None
@@ -132,26 +138,37 @@ class SwarmTarget:
                 continue
         return None
 
-    def image_labels(self, ref: ImageRef) -> dict[str, str]:
-        """Labels of an image: the engine's copy if it has one, else the registry's (resolver)."""
+    def image_config(self, ref: ImageRef) -> dict | None:
+        """An image's config (Labels, Healthcheck…): the engine's copy when it has one, else the registry's
+        (manifest and config blob): the manager need not hold the images its workers run. None when
+        neither can tell."""
+        key = str(ref)
+        if key in self._image_configs:
+            return self._image_configs[key]
         info = self._local_image(ref)
+        conf: dict | None = None
         if info is not None:
-            return dict((info.get("Config") or {}).get("Labels") or {})
-        if self._labels is not None:
+            conf = dict(info.get("Config") or {})
+        elif self._image_reader is not None:
             try:
-                return self._labels(ref)
+                conf = self._image_reader(ref)
             except EngineUnreachable:
                 raise
             except Exception:  # noqa: BLE001 - unknown labels are reported as unknown, not as a failure
-                return {}
-        return {}
+                conf = None
+        if conf is not None or ref.digest:   # a digest's config never changes: remember it
+            self._image_configs[key] = conf
+        return conf
+
+    def image_labels(self, ref: ImageRef) -> dict[str, str]:
+        return dict((self.image_config(ref) or {}).get("Labels") or {})
 
     def _state(self, raw: dict, image_labels: bool) -> ServiceState:
         image = ImageRef.parse(raw["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"])
         hc: dict | None | bool = None
         if not ((raw["Spec"]["TaskTemplate"]["ContainerSpec"].get("Healthcheck") or {}).get("Test")):
-            info = self._local_image(image)  # no healthcheck in the spec: the image's counts
-            hc = False if info is None else ((info.get("Config") or {}).get("Healthcheck") or None)
+            conf = self.image_config(image)  # no healthcheck in the spec: the image's counts
+            hc = False if conf is None else (conf.get("Healthcheck") or None)
         return S.service_state(self.stack, raw, self._running(raw["ID"]),
                                self.image_labels(image) if image_labels else {}, hc)
 
@@ -206,30 +223,15 @@ class SwarmTarget:
         self.engine.post_json("/services/{0}/update", raw["ID"], data=S.forced_spec(raw["Spec"]),
                               params={"version": raw["Version"]["Index"]}, headers=self._headers())
 
-    def _health(self, task: dict) -> str | None:
-        cid = ((task.get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID")
-        if not cid:
-            return None
-        try:
-            st = self.engine.inspect_container(cid)["State"]
-        except EngineUnreachable:
-            raise
-        except EngineError:
-            return None  # on another node: the task state (running only once healthy) is what we have
-        return (st.get("Health") or {}).get("Status")
-
     def observe(self, name: str, image: str) -> Observation:
+        """Health comes from the manager's task status (S.task_health), never from a container inspect:
+        the tasks may run on any node."""
         raw = self._inspect(name)
         if raw is None:
             raise FaultError(f"service {self._full(name)} is gone from the stack: check `docker stack ps`")
         tasks = self.engine.tasks(filters={"service": raw["ID"]})
-
-        def health(t: dict) -> str | None:
-            # only the tasks that count: running the wanted image, meant to run (an old task being
-            # stopped can answer an inspect with an empty body on Docker 20.10)
-            live = (t.get("Status") or {}).get("State") == "running" and t.get("DesiredState") == "running"
-            return self._health(t) if live and same_image(t["Spec"]["ContainerSpec"]["Image"], image) else None
-        views = [S.task_view(t, health(t)) for t in tasks]
+        checked = S.has_healthcheck(raw["Spec"], self.image_config(ImageRef.parse(image)))
+        views = [S.task_view(t, S.task_health(t, checked)) for t in tasks]
         return S.observation(name, raw, views)
 
     # ---------------------------------------------------------------- the release phase
@@ -259,7 +261,25 @@ class SwarmTarget:
         return resp["ID"]
 
     def find_job(self, name: str) -> str | None:
-        return self._find_service_id(self._full(name))
+        """The job's id (a pre-pull of several placements: its ids joined by commas), None when gone."""
+        full = self._full(name)
+        ids = [x["ID"] for x in self.engine.services(filters={"name": full})
+               if x["Spec"]["Name"] == full or (x["Spec"]["Name"].startswith(full + "-")
+                                               and x["Spec"]["Name"][len(full) + 1:].isdigit())]
+        return ",".join(ids) or None
+
+    def _job_logs(self, job_id: str) -> tuple[str, ...]:
+        """The job's output through the manager (`docker service logs`), oldest first: its task may run
+        on any node."""
+        try:
+            raw = self.engine.service_logs(job_id, stdout=True, stderr=True, follow=False, timestamps=True)
+            lines = [ln.decode(errors="replace").rstrip("\n") for ln in raw]
+        except (EngineUnreachable, EngineObjectMissing):
+            raise
+        except EngineError:
+            return ()
+        stamped = sorted((ln.partition(" ")[0], i, ln.partition(" ")[2]) for i, ln in enumerate(lines) if ln)
+        return tuple(text for _, _, text in stamped)
 
     def job_status(self, job_id: str) -> JobStatus:
         tasks = self.engine.tasks(filters={"service": job_id})
@@ -268,42 +288,152 @@ class SwarmTarget:
             return JobStatus("pending")
         st = task.get("Status") or {}
         cs = st.get("ContainerStatus") or {}
-        logs: tuple[str, ...] = ()
-        if cs.get("ContainerID"):
-            try:
-                raw = self.engine.logs(cs["ContainerID"], stdout=True, stderr=True, stream=False, follow=False)
-                logs = tuple(raw.decode(errors="replace").splitlines())
-            except EngineUnreachable:
-                raise
-            except EngineError:
-                pass
+        logs = self._job_logs(job_id) if cs.get("ContainerID") else ()
         return JobStatus(st.get("State", "pending"), cs.get("ExitCode"), st.get("Err") or st.get("Message"), logs)
 
     def remove_job(self, job_id: str) -> None:
-        """Remove the job service AND its finished containers: Swarm leaves a completed job's containers
-        behind (they would keep the stack's networks and volumes busy)."""
-        try:
-            self.engine.remove_service(job_id)
-        except EngineObjectMissing:
-            pass
-        for c in self.engine.containers(all=True, filters={"label": f"com.docker.swarm.service.id={job_id}"}):
+        """Remove the job service(s); Swarm then removes their tasks' containers on every node. Those on
+        this engine's node are removed at once too (a completed job's containers can linger and keep the
+        stack's networks and volumes busy)."""
+        for jid in job_id.split(","):
             try:
-                self.engine.remove_container(c["Id"], force=True)
+                self.engine.remove_service(jid)
             except EngineObjectMissing:
                 pass
+            for c in self.engine.containers(all=True, filters={"label": f"com.docker.swarm.service.id={jid}"}):
+                try:
+                    self.engine.remove_container(c["Id"], force=True)
+                except EngineObjectMissing:
+                    pass
+
+    # ---------------------------------------------------------------- pre-pull
+
+    def start_pull(self, name: str, image: str, services: list[str]) -> str:
+        """One global job per distinct placement of `services`: Swarm runs it on every node that placement
+        allows, and each node pulls the image (with the registry credentials) before its task starts.
+        Returns the ids joined by commas (one "job" to the caller)."""
+        placements: list[dict] = []
+        for svc in services:
+            raw = self._inspect(svc)
+            if raw is None:
+                raise FaultError(f"service {self._full(svc)} does not exist: cannot pre-pull its image")
+            pl = raw["Spec"]["TaskTemplate"].get("Placement") or {}
+            key = {k: pl[k] for k in ("Constraints", "Platforms") if pl.get(k)}
+            if key not in placements:
+                placements.append(key)
+        ids = []
+        for i, pl in enumerate(placements):
+            full = self._full(name if i == 0 else f"{name}-{i}")
+            existing = self._find_service_id(full)
+            if existing:
+                ids.append(existing)  # an interrupted run's pull: adopt it
+                continue
+            try:
+                resp = self.engine.post_json("/services/create", data=S.pull_spec(full, self.stack, image, pl),
+                                             headers=self._headers())
+            except EngineUnreachable:
+                raise
+            except EngineError as e:
+                raise FaultError(f"could not start the pre-pull of {image}: {e}") from None
+            ids.append(resp["ID"])
+        return ",".join(ids)
+
+    def _node_names(self) -> dict[str, str]:
+        return {n["ID"]: (n.get("Description") or {}).get("Hostname") or n["ID"] for n in self.engine.nodes()}
+
+    def pull_status(self, job_id: str) -> tuple[NodePull, ...]:
+        names: dict[str, str] | None = None
+        per_node: dict[str, NodePull] = {}
+        for jid in job_id.split(","):
+            tasks = self.engine.tasks(filters={"service": jid})
+            for t in sorted(tasks, key=lambda t: t.get("CreatedAt", "")):
+                nid = t.get("NodeID") or ""
+                if not nid:
+                    continue
+                if names is None:
+                    names = self._node_names()
+                state, detail = S.node_pull(t)
+                node = names.get(nid, nid[:12])
+                prev = per_node.get(node)
+                if prev is None or prev.state != "failed":
+                    per_node[node] = NodePull(node, state, detail)
+        return tuple(per_node[k] for k in sorted(per_node))
 
     # ---------------------------------------------------------------- exec (command checks)
 
-    def exec(self, service: str, argv: list[str], timeout: float = 60) -> tuple[int, str]:
-        full = self._full(service)
-        conts = self.engine.containers(filters={"label": f"com.docker.swarm.service.name={full}",
-                                                "status": "running"})
-        if not conts:
-            raise FaultError(f"no running task of {full} on this node to run the check in")
-        ex = self.engine.exec_create(conts[0]["Id"], argv, stdout=True, stderr=True)
-        out = self.engine.exec_start(ex["Id"], demux=False)
-        code = self.engine.exec_inspect(ex["Id"]).get("ExitCode")
+    def _own_node_id(self) -> str:
+        if self._own_node is None:
+            self._own_node = (self.engine.info().get("Swarm") or {}).get("NodeID") or ""
+        return self._own_node
+
+    def _node_engine(self, node: str) -> Engine | None:
+        """The engine of node `node` (hostname) when target.node_hosts names one; None otherwise."""
+        host = self._node_hosts.get(node)
+        if not host:
+            return None
+        if host not in self._node_engines:
+            self._node_engines[host] = connect(host, *self._tls)[1]
+        return self._node_engines[host]
+
+    def _exec_in(self, engine: Engine, container_id: str, argv: list[str]) -> tuple[int, str]:
+        ex = engine.exec_create(container_id, argv, stdout=True, stderr=True)
+        out = engine.exec_start(ex["Id"], demux=False)
+        code = engine.exec_inspect(ex["Id"]).get("ExitCode")
         return int(code if code is not None else 1), (out or b"").decode(errors="replace")
+
+    def exec(self, service: str, argv: list[str], timeout: float = 60) -> tuple[int, str]:
+        """In the newest running task, wherever it runs: through this engine when the task is on its node,
+        through the node's own engine when target.node_hosts names it, else as a one-off job from the
+        task's image, networks, env and mounts, pinned to the task's node (its first output line says so:
+        it runs beside the task, not inside it)."""
+        full = self._full(service)
+        sid = self._find_service_id(full)
+        if sid is None:
+            raise FaultError(f"service {full} does not exist: cannot run the check")
+        tasks = [t for t in self.engine.tasks(filters={"service": sid, "desired-state": "running"})
+                 if (t.get("Status") or {}).get("State") == "running"
+                 and ((t.get("Status") or {}).get("ContainerStatus") or {}).get("ContainerID")]
+        if not tasks:
+            raise FaultError(f"no running task of {full} to run the check in")
+        t = max(tasks, key=lambda t: (t.get("CreatedAt", ""), t["ID"]))
+        cid = t["Status"]["ContainerStatus"]["ContainerID"]
+        if t.get("NodeID") == self._own_node_id():
+            return self._exec_in(self.engine, cid, argv)
+        node = self._node_names().get(t["NodeID"], t["NodeID"])
+        engine = self._node_engine(node)
+        if engine is not None:
+            return self._exec_in(engine, cid, argv)
+        return self._exec_as_job(full, t, node, argv, timeout)
+
+    def _exec_as_job(self, full: str, task: dict, node: str, argv: list[str], timeout: float) -> tuple[int, str]:
+        import time
+        import uuid
+        raw = self.engine.inspect_service(full)
+        image = task["Spec"]["ContainerSpec"]["Image"]
+        name = f"{self.stack}_sp-check-{uuid.uuid4().hex[:8]}"
+        spec = S.pinned_to_node(S.job_spec(name, raw["Spec"], image, argv, {}), task["NodeID"])
+        spec["Labels"][S.JOB_LABEL] = "check"
+        try:
+            jid = self.engine.post_json("/services/create", data=spec, headers=self._headers())["ID"]
+        except EngineUnreachable:
+            raise
+        except EngineError as e:
+            raise FaultError(f"could not start the check as a job on node {node}: {e}") from None
+        head = (f"[ran as job {name} on node {node}, beside task {full}.{task.get('Slot') or ''}: "
+                f"no engine for {node} in target.node_hosts]\n")
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                st = self.job_status(jid)
+                if st.state in ("complete", "failed", "rejected", "shutdown", "orphaned"):
+                    code = st.exit_code if st.exit_code is not None else (0 if st.state == "complete" else 125)
+                    detail = "" if st.state == "complete" or st.exit_code is not None else f"{st.detail}\n"
+                    return int(code), head + "".join(ln + "\n" for ln in st.logs) + detail
+                if time.monotonic() >= deadline:
+                    return 124, head + f"the check did not end within {timeout:.0f}s ({st.state})\n"
+                time.sleep(0.3)
+        finally:
+            self.remove_job(jid)
 
     # ---------------------------------------------------------------- the developers' shell and logs
 
@@ -320,7 +450,7 @@ class SwarmTarget:
             raise UserError(f"{full} has no running task: see `stackpatch status`")
         t = min(tasks, key=lambda t: (t.get("Slot") or 0, t["ID"]))
         node = self.engine.inspect_node(t["NodeID"])
-        own = (self.engine.info().get("Swarm") or {}).get("NodeID")
+        own = self._own_node_id()
         return TaskLocation(service=service, task=f"{full}.{t.get('Slot') or t['NodeID']}", task_id=t["ID"],
                             node=node.get("Description", {}).get("Hostname") or t["NodeID"],
                             container_id=t["Status"]["ContainerStatus"]["ContainerID"], local=t["NodeID"] == own)
@@ -330,14 +460,15 @@ class SwarmTarget:
         import os
         import shutil
         import subprocess
-        if not task.local:
+        host = self.docker_host if task.local else self._node_hosts.get(task.node)
+        if host is None:
             raise UserError(f"task {task.task} runs on node {task.node}, and {self.docker_host} is another node: "
-                            f"point target.docker_host at {task.node}'s engine (e.g. ssh://{task.node}) to "
-                            "open a shell there")
+                            f"name {task.node}'s engine in target.node_hosts (e.g. {task.node} = "
+                            f"\"ssh://{task.node}\") to open a shell there")
         docker_cli = shutil.which("docker")
         if docker_cli is None:
             raise UserError("the docker command line is not installed: install it (Debian: docker.io)")
-        env = {**os.environ, "DOCKER_HOST": self.docker_host}
+        env = {**os.environ, "DOCKER_HOST": host}
         tls_verify, cert_path = self._tls
         if tls_verify:
             env["DOCKER_TLS_VERIFY"] = "1"
@@ -428,13 +559,13 @@ class SwarmTarget:
         return True
 
 
-def from_config(cfg: "Config", label_resolver: LabelResolver | None = None) -> SwarmTarget:
+def from_config(cfg: "Config", image_reader: ImageReader | None = None) -> SwarmTarget:
     from stackpatch import config as config_mod
     from stackpatch.targets import engine_host
     t = cfg.target
     user, password = config_mod.registry_credentials(cfg)
     return SwarmTarget(engine_host(cfg), t.stack, tls_verify=t.tls_verify, tls_cert_path=t.tls_cert_path,
-                       label_resolver=label_resolver,
+                       image_reader=image_reader, node_hosts=t.node_hosts,
                        registry=(cfg.registry.host, user, password, cfg.registry.use_docker_config))
 
 
