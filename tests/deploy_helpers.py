@@ -391,8 +391,14 @@ def _edit_probe(app: Path) -> None:
         "SELECT nextval('public.crash_probe_runs');\nSELECT pg_sleep(4);\n")
 
 
+def _edit_fresh(app: Path) -> None:
+    """A good hotfix of its own, whose images the tests remove from the engine's store (the pre-pull)."""
+    p = app / "app" / "server.py"
+    p.write_text(p.read_text() + "# hotfix: pulled from the registry by every node\n")
+
+
 EDITS = {"good": ("b", _edit_good), "crash": ("c", _edit_crash), "badmig": ("d", _edit_bad_migration),
-         "probe": ("e", _edit_probe)}
+         "probe": ("e", _edit_probe), "fresh": ("f", _edit_fresh)}
 
 
 def release(info, kind: str) -> Release:

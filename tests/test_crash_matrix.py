@@ -169,7 +169,7 @@ def _web_crashes(t: MemoryTarget) -> None:
 
 SCENARIOS = [
     Scenario("ship", "`ship` (deploy half) that succeeds: waves, gates, migrations per tenant, serving, purge",
-             "deploy", calls=("create_lock:1", "start_job:1", "start_job:2")),
+             "deploy", calls=("create_lock:1", "start_pull:1", "start_pull:2", "start_job:1", "start_job:2")),
     Scenario("ship-fails", "`ship` whose last wave fails (web crashes): rollback of every service, newest first "
              "(the boundaries before the failing step are those of `ship`)",
              "deploy", script=_web_crashes, from_label="intent update:web"),
@@ -182,6 +182,8 @@ SCENARIOS = [
 ]
 _reference_labels: dict[str, list[str]] = {}
 CALL_POINTS = {"create_lock:1": "create_lock (the lock is taken, nothing journaled yet)",
+               "start_pull:1": "start_pull of the app image (its pull job exists, nobody looked at it)",
+               "start_pull:2": "start_pull of the front image (its pull job exists, nobody looked at it)",
                "start_job:1": "start_job of migrate:alpha (the job exists, nobody looked at it)",
                "start_job:2": "start_job of migrate:beta (the job exists, nobody looked at it)"}
 
@@ -208,7 +210,7 @@ def check(w: World, purges: int) -> str:
     which = "new" if images == NEW else "old"
     revs = {s.labels.get("stackpatch.revision") for s in t.services.values()}
     assert revs == {NEW_REV if which == "new" else OLD_REV}, f"labels say {revs} while the {which} images run"
-    assert all(j.removed for j in t.jobs.values()), f"release jobs left: {[n for n, j in t.jobs.items() if not j.removed]}"
+    assert all(j.removed for j in t.jobs.values()), f"release or pull jobs left: {[n for n, j in t.jobs.items() if not j.removed]}"
     assert t.lock is None, f"the lock is still held: {t.lock}"
     v = history.last_run(w.dir)
     if v is None:  # killed before its first record: it changed nothing

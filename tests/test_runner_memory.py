@@ -553,3 +553,36 @@ def test_a_lock_is_proven_dead_only_on_its_own_machine_or_by_its_expiry():
     other = dataclasses.replace(dead, host="another-machine")          # its pid means nothing here
     assert holder_alive(other)
     assert not holder_alive(other, now=now + 601)                       # until the lock expires
+
+
+def test_another_clone_on_another_machine_resumes_once_the_lock_has_expired(world, tmp_path):
+    import dataclasses
+    import shutil
+    import time
+    cfg, target, _ = world
+    target.unreachable_after["update_image"] = 1  # the run stops once the canary is updated, lock held
+    with pytest.raises(FaultError, match="target stopped answering"):
+        deploy(cfg, target)
+    target.reachable = True
+    target.unreachable_after.clear()
+    run_id = records(cfg)[0]["run_id"]
+    target.lock = dataclasses.replace(target.lock, host="laptop-of-alice")  # it ran on another machine
+    other = tmp_path / "other-clone"
+    other.mkdir()
+    shutil.copy(cfg.root / "stackpatch.toml", other / "stackpatch.toml")
+    cfg2 = config.load(other)
+    # the run changed phpfiles and its journal is not here: never released as an orphan
+    with pytest.raises(UserError, match=rf"locked by run {run_id} .* which changed phpfiles, and its journal is "
+                                        r"not in .*copy its"):
+        D.resume(cfg2, reporter=Recorder(), target=target)
+    assert target.lock is not None and target.lock.run_id == run_id
+    (other / ".stackpatch" / "runs").mkdir(parents=True)
+    shutil.copy(J.runs_dir(cfg.root) / f"{run_id}.jsonl", other / ".stackpatch" / "runs")
+    # its journal is here now, but nothing proves the holder dead on another machine until its lock expires
+    with pytest.raises(UserError, match=r"may still be running .* on laptop-of-alice\): it is another machine, "
+                                        r"so only its lock's expiry proves it gone"):
+        D.resume(cfg2, reporter=Recorder(), target=target)
+    target.lock = dataclasses.replace(target.lock, expires_at=time.time() - 1)
+    res = D.resume(cfg2, reporter=Recorder(), target=target)
+    assert res.state == J.DEPLOYED and res.run_id == run_id, res.detail
+    assert target.images() == {"phpfiles": NEW_APP, "phpha": NEW_APP, "web": NEW_FRONT} and target.lock is None

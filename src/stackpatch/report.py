@@ -130,6 +130,8 @@ def _step_label(step: str, plan_step: dict | None, undo: bool = False) -> tuple[
         return f"gate after {rest}", "gate"
     if kind == "migrate":
         return (f"migrate {rest}" if rest else "migrate"), "migrate"
+    if kind == "prepull":
+        return "pre-pull on the nodes", "prepull"
     if kind == "serving":
         return "front serves the release", "serving"
     if kind == "purge":
@@ -287,7 +289,7 @@ def _short(v: str | None, n: int) -> str:
     return (v or "")[:n] or "–"
 
 
-COLORS = {"workdir": "#8d6e63", "build": "#1e88e5", "verify": "#7e57c2", "push": "#00897b", "lock": "#455a64",
+COLORS = {"workdir": "#8d6e63", "build": "#1e88e5", "verify": "#7e57c2", "push": "#00897b", "lock": "#455a64", "prepull": "#26a69a",
           "update": "#43a047", "gate": "#f9a825", "migrate": "#ef6c00", "serving": "#00acc1",
           "purge": "#607d8b", "undo": "#8e24aa"}
 FAILED_COLOR = "#d32f2f"

@@ -247,9 +247,32 @@ def _orphan_lock(cfg, target: Target) -> LockInfo | None:
         v = J.view(J.read_records(path))
         if v is None or not v.finished:
             return None
+    elif _changed_by(target, holder.run_id):
+        return None   # it did change the stack: its journal is elsewhere (another clone, another machine)
     if not _alive(holder):
         return holder
     return None
+
+
+def _changed_by(target: Target, run_id: str) -> list[str]:
+    """The services that carry the run's id label: it changed them (the runner labels every update)."""
+    from stackpatch.targets.base import LABEL_RUN_ID
+    return [n for n, s in target.read_state(image_labels=False).services.items()
+            if s.labels.get(LABEL_RUN_ID) == run_id]
+
+
+def _journal_elsewhere(cfg, target: Target) -> None:
+    """No unfinished run here, but the lock's run changed services: its journal lives in another clone.
+    Refuse (never release that lock as an orphan), saying where it is and what to do."""
+    holder = target.read_lock()
+    if holder is None or (J.runs_dir(repo_root(cfg)) / f"{holder.run_id}.jsonl").exists():
+        return
+    changed = _changed_by(target, holder.run_id)
+    if changed:
+        raise UserError(f"stack {target.stack} is locked by run {holder.run_id} of {holder.owner} on {holder.host}, "
+                        f"which changed {', '.join(changed)}, and its journal is not in {J.runs_dir(repo_root(cfg))}: "
+                        f"run `stackpatch resume` or `abort` in the clone that started it, or copy its "
+                        f"{holder.run_id}.jsonl from {holder.host} into that directory and run it here")
 
 
 def _orphan_words(cfg, holder: LockInfo) -> str:
@@ -283,6 +306,7 @@ def _reopen_unfinished(cfg, verb: str, none_left: str, check=None, target: Targe
         if orphan is not None:
             lock_mod.release(target, orphan.run_id)
             raise OrphanLockReleased(orphan)
+        _journal_elsewhere(cfg, target)
         kind = "interrupted" if verb == "resume" else "unfinished"
         raise UserError(f"no {kind} run on stack {stack} in {J.runs_dir(root)}: {none_left}")
     if check is not None:

@@ -211,8 +211,14 @@ def do_gate(ctx: Context, step: dict) -> None:
             argv = [a.replace("{revision}", step["revision"]).replace("{version}", step["version"])
                     for a in c["command"]]
 
-            def probe(svc=c["service"], argv=argv) -> tuple[bool, str]:
+            said: set[str] = set()
+
+            def probe(svc=c["service"], argv=argv, said=said) -> tuple[bool, str]:
                 code, out = ctx.target.exec(svc, argv, 60)
+                head = out.split("\n", 1)[0]
+                if head.startswith("[ran as job ") and svc not in said:  # where the check ran, said once
+                    said.add(svc)
+                    ctx.progress(f"check {name}: {head.strip('[]')}")
                 tail = out.strip().splitlines()[-1:] or [""]
                 return code == 0, f"`{' '.join(argv)}` in {svc} exited {code}: {tail[0][:200]}"
         _retry(ctx, f"check {name!r}", step.get("timeout", 60), probe)
