@@ -507,7 +507,8 @@ def _info(c, dir: Path, st: State) -> SandboxInfo:
     if st.nodes:
         nodes = nodes_mod.nodes_status(st.nodes)
         connect = {"unix": nodes_mod.unix_host(st.nodes), "ssh": nodes_mod.ssh_host(st.nodes),
-                   "tcp": nodes_mod.tcp_host(st.nodes), "tls_cert_path": str(nodes_mod.client_cert_dir(dir))}
+                   "tcp": nodes_mod.tcp_host(st.nodes), "tls_cert_path": str(nodes_mod.client_cert_dir(dir)),
+                   "ssh_home": str(nodes_mod.ssh_home(dir))}
     elif c is not None:
         sw = c.info().get("Swarm") or {}
         nodes = [{"name": n.attrs.get("Description", {}).get("Hostname", n.id),

@@ -147,6 +147,10 @@ def tcp_host(rec: dict) -> str:
     return f"tcp://{manager(rec)['addr']}:{TLS_PORT}"
 
 
+def ssh_home(dir: Path) -> Path:
+    return dir / "_nodes" / "ssh" / "home"
+
+
 def client_cert_dir(dir: Path) -> Path:
     return dir / "_nodes" / "tls-client"
 
@@ -409,15 +413,18 @@ def start_sshd(dir: Path, rec: dict, save) -> None:
         "UsePAM no", "StrictModes no", "PrintMotd no", "X11Forwarding no", "AllowTcpForwarding no", ""]))
     host_pub = (ssh / "host_ed25519.pub").read_text().split()
     _write(ssh / "known_hosts", f"{m['addr']} {host_pub[0]} {host_pub[1]}\n")
+    block = [f"Host {m['addr']}", "  User root", f"  IdentityFile {ssh / 'id_ed25519'}", "  IdentitiesOnly yes",
+             f"  UserKnownHostsFile {ssh / 'known_hosts'}", "  StrictHostKeyChecking yes", ""]
+    # for stackpatch (docker-py's ssh client reads $HOME/.ssh/config and $HOME/.ssh/known_hosts only): a
+    # home of its own to run with (HOME=…), or the block to copy into ~/.ssh/config
+    _write(ssh_home(dir) / ".ssh" / "config", "\n".join(block), 0o600)
+    _write(ssh_home(dir) / ".ssh" / "known_hosts", f"{m['addr']} {host_pub[0]} {host_pub[1]}\n")
     conf = SSH_CONFIG_D / f"stackpatch-{rec['id']}.conf"
     if SSH_CONFIG_D.is_dir() and not conf.exists():
         _made(dir, rec, save, "file", str(conf))
         rec["ssh_config"] = str(conf)
         save()
-        _write(conf, "\n".join([
-            f"# stackpatch sandbox {dir} (removed by `stackpatch sandbox down`)", f"Host {m['addr']}",
-            "  User root", f"  IdentityFile {ssh / 'id_ed25519'}", "  IdentitiesOnly yes",
-            f"  UserKnownHostsFile {ssh / 'known_hosts'}", "  StrictHostKeyChecking yes", ""]))
+        _write(conf, "\n".join([f"# stackpatch sandbox {dir} (removed by `stackpatch sandbox down`)", *block]))
     if sshd_pid(dir, rec):
         return
     if not Path("/run/sshd").is_dir():  # sshd's privilege separation directory
@@ -526,7 +533,8 @@ def remove(dir: Path, rec: dict, save) -> list[str]:
     _kill([p for p in [sshd_pid(dir, rec)] if p], signal.SIGTERM)
     pids = [p for p in (dockerd_pid(rec, n["name"]) for n in rec["nodes"]) if p]
     _kill(pids, signal.SIGTERM)
-    deadline = time.monotonic() + 30
+    # a few seconds for dockerd to stop its containers; the world is going away, so then SIGKILL the rest
+    deadline = time.monotonic() + 6
     while time.monotonic() < deadline and any(dockerd_pid(rec, n["name"]) for n in rec["nodes"]):
         time.sleep(0.2)
     for _ in range(3):
