@@ -19,7 +19,7 @@ def main(argv: list[str]) -> int:
     hostname, certs_d, target, program = argv[0], argv[1], argv[2], argv[4:]
     socket.sethostname(hostname)
     subprocess.run(["mount", "--bind", certs_d, target], check=True, stdin=subprocess.DEVNULL)
-    os.execv(program[0], program)
+    os.execvp(program[0], program)
     return 1  # not reached
 
 

@@ -45,7 +45,9 @@ NETNS_DIR = Path("/var/run/netns")
 TLS_PORT = 2376
 MAX_NODES = 5
 TOOLS = {"ip": "iproute2", "nsenter": "util-linux", "unshare": "util-linux", "iptables": "iptables",
-         "sshd": "openssh-server", "ssh": "openssh-client", "dockerd": "docker.io", "mount": "mount"}
+         "sshd": "openssh-server", "dockerd": "docker.io", "mount": "mount"}
+# the programs run here, by name: root's PATH and the sbin directories (sshd, ip and iptables live there)
+SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/bin", "/bin"])
 
 
 # ---------------------------------------------------------------- checks and naming
@@ -59,20 +61,23 @@ def preflight() -> None:
     """What a multi-node `up` needs before it makes anything: root and the tools."""
     if os.geteuid() != 0:
         raise UserError("sandbox up --nodes N > 1 makes network namespaces and daemons: run it as root")
-    missing = sorted({pkg for tool, pkg in TOOLS.items()
-                      if not (shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin"))})
+    found = {"ip": shutil.which("ip", path=SBIN_PATH), "nsenter": shutil.which("nsenter", path=SBIN_PATH),
+             "unshare": shutil.which("unshare", path=SBIN_PATH), "iptables": shutil.which("iptables", path=SBIN_PATH),
+             "sshd": shutil.which("sshd", path=SBIN_PATH), "dockerd": shutil.which("dockerd", path=SBIN_PATH),
+             "mount": shutil.which("mount", path=SBIN_PATH)}
+    missing = sorted({TOOLS[tool] for tool, path in found.items() if not path})
     if missing:
         raise UserError(f"sandbox up --nodes needs {', '.join(missing)}: `apt-get install {' '.join(missing)}` "
                         "(or `make setup`) and retry")
 
 
-def _exe(tool: str) -> str:
-    return shutil.which(tool) or shutil.which(tool, path="/usr/sbin:/sbin") or tool
+def _env() -> dict[str, str]:
+    return {**os.environ, "PATH": SBIN_PATH}
 
 
-def _run(*argv: str, check: bool = True, input: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    proc = subprocess.run([_exe(argv[0]), *argv[1:]], capture_output=True, text=True, input=input,
-                          timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL)
+def _run(*argv: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                          env=_env())
     if check and proc.returncode != 0:
         raise FaultError(f"`{' '.join(argv[:4])}` failed: {(proc.stderr or proc.stdout).strip()[:200]}")
     return proc
@@ -285,12 +290,11 @@ def make_network(dir: Path, rec: dict, save) -> None:
             _run("ip", "link", "set", f"{veth}p", "netns", ns)
             _run("ip", "link", "set", veth, "master", br)
             _run("ip", "link", "set", veth, "up")
-            nsx = ("ip", "-n", ns)
-            _run(*nsx, "link", "set", f"{veth}p", "name", "eth0")
-            _run(*nsx, "addr", "add", f"{node['addr']}/{prefix}", "dev", "eth0")
-            _run(*nsx, "link", "set", "eth0", "up")
-            _run(*nsx, "link", "set", "lo", "up")
-            _run(*nsx, "route", "add", "default", "via", rec["host_addr"])
+            _run("ip", "-n", ns, "link", "set", f"{veth}p", "name", "eth0")
+            _run("ip", "-n", ns, "addr", "add", f"{node['addr']}/{prefix}", "dev", "eth0")
+            _run("ip", "-n", ns, "link", "set", "eth0", "up")
+            _run("ip", "-n", ns, "link", "set", "lo", "up")
+            _run("ip", "-n", ns, "route", "add", "default", "via", rec["host_addr"])
 
 
 # ---------------------------------------------------------------- daemons
@@ -316,11 +320,12 @@ def dockerd_pid(rec: dict, node: str) -> int | None:
     return pid if _pid_alive(pid, sock(rec, node)) else None
 
 
-def _spawn(argv: list[str], log: Path) -> subprocess.Popen:
+def _spawn(*argv: str, log: Path) -> subprocess.Popen:
+    """Detached (its own session), output to log, no stdin."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as f:
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
-                                start_new_session=True, close_fds=True)
+                                start_new_session=True, close_fds=True, env=_env())
 
 
 def start_daemons(dir: Path, rec: dict, save, registry_port: int) -> None:
@@ -336,16 +341,17 @@ def start_daemons(dir: Path, rec: dict, save, registry_port: int) -> None:
         _made(dir, rec, save, "rundir", str(run_dir(rec)))
         rd.mkdir(parents=True, exist_ok=True)
         (base / name / "data").mkdir(parents=True, exist_ok=True)
-        argv = [_exe("dockerd"), "--data-root", str(base / name / "data"), "--exec-root", str(rd / "exec"),
+        argv = ["dockerd", "--data-root", str(base / name / "data"), "--exec-root", str(rd / "exec"),
                 "-H", unix_host(rec, name), "--pidfile", str(rd / "docker.pid"),
                 "--config-file", str(base / name / "daemon.json"), "--shutdown-timeout", "2"]
         if node["role"] == "manager":
             argv += ["-H", f"tcp://{node['addr']}:{TLS_PORT}", "--tlsverify", "--tlscacert", str(base / "ca.pem"),
                      "--tlscert", str(base / "manager-cert.pem"), "--tlskey", str(base / "manager-key.pem")]
-        _spawn([_exe("nsenter"), f"--net={NETNS_DIR / node['netns']}", "--",
-                _exe("unshare"), "--uts", "--mount", "--propagation", "slave", "--",
-                sys.executable, "-m", "stackpatch.sandbox.nodeinit", node["hostname"],
-                str(base / name / "certs.d"), str(CERTS_D), "--", *argv], base / name / "dockerd.log")
+        # nodeinit sets the hostname, binds the node's certs.d, then execs dockerd (found on PATH)
+        _spawn("nsenter", f"--net={NETNS_DIR / node['netns']}", "--",
+               "unshare", "--uts", "--mount", "--propagation", "slave", "--",
+               sys.executable, "-m", "stackpatch.sandbox.nodeinit", node["hostname"],
+               str(base / name / "certs.d"), str(CERTS_D), "--", *argv, log=base / name / "dockerd.log")
     for node in rec["nodes"]:
         wait_engine(rec, node["name"], dir / "_nodes" / node["name"] / "dockerd.log")
 
@@ -402,7 +408,7 @@ def start_sshd(dir: Path, rec: dict, save) -> None:
     ssh = dir / "_nodes" / "ssh"
     m = manager(rec)
     pub = (ssh / "id_ed25519.pub").read_text().strip()
-    docker_cli = shutil.which("docker", path="/usr/bin") or _exe("docker")
+    docker_cli = shutil.which("docker", path="/usr/bin") or shutil.which("docker") or "docker"
     # the key can do one thing: dial the manager's socket (what `docker -H ssh://…` runs remotely)
     _write(ssh / "authorized_keys",
            f'command="{docker_cli} -H {unix_host(rec, "manager")} system dial-stdio",restrict {pub}\n', 0o600)
@@ -430,8 +436,9 @@ def start_sshd(dir: Path, rec: dict, save) -> None:
     if not Path("/run/sshd").is_dir():  # sshd's privilege separation directory
         _made(dir, rec, save, "dir", "/run/sshd")
         Path("/run/sshd").mkdir(mode=0o755)
-    _spawn([_exe("nsenter"), f"--net={NETNS_DIR / m['netns']}", "--", _exe("sshd"), "-D", "-e",
-            "-f", str(ssh / "sshd_config")], ssh / "sshd.log")
+    # sshd wants its absolute path (it re-executes itself for each connection)
+    _spawn("nsenter", f"--net={NETNS_DIR / m['netns']}", "--", shutil.which("sshd", path=SBIN_PATH) or "/usr/sbin/sshd",
+           "-D", "-e", "-f", str(ssh / "sshd_config"), log=ssh / "sshd.log")
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and not sshd_pid(dir, rec):
         time.sleep(0.1)
