@@ -129,7 +129,9 @@ def test_three_ways_to_the_manager_give_the_same_status(nodes3):
         for way, host, tls in (("unix", conn["unix"], None), ("ssh", conn["ssh"], None),
                                ("tcp", conn["tcp"], conn["tls_cert_path"])):
             _set_target(cfg, original, host, tls)
-            proc = sp("status", "--json", cwd=app, env=env, timeout=120)
+            # ssh: docker-py's client reads ~/.ssh/config and ~/.ssh/known_hosts; the sandbox's home has both
+            proc = sp("status", "--json", cwd=app, env={**env, **({"HOME": conn["ssh_home"]} if way == "ssh" else {})},
+                      timeout=180)
             assert proc.returncode == 0, f"{way}: {proc.stderr}"
             out = json.loads(proc.stdout)
             assert out["engine"] == host, (way, out["engine"])
@@ -198,6 +200,12 @@ def test_down_leaves_no_namespace_process_bridge_or_rule(nodes3):
     rec = json.loads((dir / "state.json").read_text())["nodes"]
     run_dir = f"/run/stackpatch/{rec['id']}"
     made = {tuple(m) for m in rec["made"]}
+    # the containers' processes run in namespaces of their own: their pids, to check they are gone too
+    pids = {int(pid) for n in status(nodes3)["nodes"]
+            for cid in docker(n["docker_host"], "ps", "-q").split()
+            for pid in [docker(n["docker_host"], "inspect", "--format", "{{.State.Pid}}", cid).strip()]}
+    assert len(pids) >= 7, pids  # db, edge, phpfiles, 3 phpha, web
+    daemons = {int(Path(f"{run_dir}/{n['name']}/docker.pid").read_text()) for n in rec["nodes"]}
     proc = sp("sandbox", "down", "--dir", str(dir), timeout=300)
     assert proc.returncode == 0, proc.stderr
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
@@ -215,6 +223,7 @@ def test_down_leaves_no_namespace_process_bridge_or_rule(nodes3):
             if run_dir.encode() in cmd or str(dir).encode() in cmd:
                 left.append((p.name, cmd[:120]))
     assert not left, left
+    assert not [p for p in pids | daemons if Path(f"/proc/{p}").exists()], "processes of the nodes left running"
     assert not Path(run_dir).exists()
     for kind, what in made:
         if kind in ("file", "certs"):

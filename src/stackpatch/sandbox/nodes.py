@@ -433,9 +433,9 @@ def start_sshd(dir: Path, rec: dict, save) -> None:
         _write(conf, "\n".join([f"# stackpatch sandbox {dir} (removed by `stackpatch sandbox down`)", *block]))
     if sshd_pid(dir, rec):
         return
-    if not Path("/run/sshd").is_dir():  # sshd's privilege separation directory
-        _made(dir, rec, save, "dir", "/run/sshd")
-        Path("/run/sshd").mkdir(mode=0o755)
+    # sshd's privilege separation directory: shared with any other sshd of this machine, so it is made when
+    # missing and never removed (an empty directory in /run, gone at the next boot)
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     # sshd wants its absolute path (it re-executes itself for each connection)
     _spawn("nsenter", f"--net={NETNS_DIR / m['netns']}", "--", shutil.which("sshd", path=SBIN_PATH) or "/usr/sbin/sshd",
            "-D", "-e", "-f", str(ssh / "sshd_config"), log=ssh / "sshd.log")
