@@ -50,7 +50,7 @@ def test_plan_orders_the_steps_with_their_intent(world):
     assert canary.detail["service"] == "phpfiles" and canary.detail["wave"] == "canary"
     assert canary.detail["image"] == f"127.0.0.1:5999/acme/app:git-commit-{head[:7]}@<digest after push>"
     assert canary.detail["previous_image"] == img.cache_from
-    assert "phpfiles" in canary.intent and "phpha" in plan.steps[5].intent
+    assert "phpfiles" in canary.intent and "phpha" in plan.steps[6].intent
     data = json.loads(json.dumps(plan.to_json()))
     assert data["version"] == "26.11.1b" and data["revision"] == head
     assert data["deployed"] == {"version": "26.11.1", "revision": deployed}
