@@ -14,7 +14,6 @@ task's image or container.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess

@@ -7,26 +7,15 @@ phpfiles does not run on the manager) work through the manager."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import CLI
+from test_multinode import sp
+from test_multinode import status as _status
 
 pytestmark = [pytest.mark.docker, pytest.mark.multinode]
-
-
-def sp(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600):
-    return subprocess.run([CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
-
-
-def _status(info: dict) -> dict:
-    proc = sp("sandbox", "status", "--dir", info["dir"], "--json")
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
 
 
 def _env(st: dict) -> dict:
@@ -72,29 +61,36 @@ def test_a_check_in_a_task_on_a_worker_runs_through_its_engine_or_as_a_job_besid
     assert out.strip() == f"host={cid} rev={st['revision']}"
 
 
-def test_ship_pre_pulls_on_the_workers_and_gates_and_migrates_on_a_worker(nodes3):
-    st = _status(nodes3)
+def _ship_hotfix(st: dict, edit, note: str) -> subprocess.CompletedProcess:
+    """`start`, a one-line fix committed and pushed, then `ship --yes --json` with the app's stackpatch.toml
+    changed by `edit` for this ship only (skip-worktree: the committed file stays as it is, as a fork's)."""
     app = Path(st["app_dir"])
     env = _env(st)
     toml = app / "stackpatch.toml"
     original = toml.read_text()
-    node = _phpfiles_node(st)
-    # the check is this test's own: the committed file stays as it is (skip-worktree, as a fork's does)
     subprocess.run(["git", "update-index", "--skip-worktree", "stackpatch.toml"], cwd=app, check=True)
     try:
-        toml.write_text(original + '\n[[target.checks]]\nname = "canary runs the release"\nservice = "phpfiles"\n'
-                        'command = ["sh", "-c", "test \\"$APP_REVISION\\" = {revision}"]\n')
+        toml.write_text(edit(original))
         proc = sp("start", cwd=app, env=env, timeout=120)
         assert proc.returncode == 0, proc.stderr
         server = app / "app" / "server.py"
-        server.write_text(server.read_text() + "\n# multi-node hotfix (issue 11, tasks anywhere)\n")
-        subprocess.run(["git", "commit", "-qam", "Fix: tasks anywhere"], cwd=app, check=True)
+        server.write_text(server.read_text() + f"\n# multi-node hotfix: {note}\n")
+        subprocess.run(["git", "commit", "-qam", f"Fix: {note}"], cwd=app, check=True)
         subprocess.run(["git", "push", "-q", "-u", "origin", "HEAD"], cwd=app, check=True, capture_output=True)
         proc = sp("ship", "--yes", "--json", cwd=app, env=env, timeout=900)
         assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc
     finally:
         toml.write_text(original)
         subprocess.run(["git", "update-index", "--no-skip-worktree", "stackpatch.toml"], cwd=app, check=True)
+
+
+def test_ship_pre_pulls_on_the_workers_and_gates_and_migrates_on_a_worker(nodes3):
+    st = _status(nodes3)
+    node = _phpfiles_node(st)
+    proc = _ship_hotfix(st, lambda text: text + '\n[[target.checks]]\nname = "canary runs the release"\n'
+                        'service = "phpfiles"\ncommand = ["sh", "-c", "test \\"$APP_REVISION\\" = {revision}"]\n',
+                        "tasks anywhere")
     res = json.loads(proc.stdout)["run"]
     err = proc.stderr
     assert res["state"] in ("deployed", "deployed-purge-failed"), res
@@ -102,7 +98,7 @@ def test_ship_pre_pulls_on_the_workers_and_gates_and_migrates_on_a_worker(nodes3
     assert list(timings)[0] == "prepull", timings
     pulled = {ln.split("pre-pull: ", 1)[1].split(" has ", 1)[0] for ln in err.splitlines() if "pre-pull: " in ln}
     assert len(pulled) == 3, err[-3000:]  # phpha and web may run on every node: all three pulled
-    assert f"check canary runs the release: ran as job" in err and f"on node {node}" in err
+    assert "check canary runs the release: ran as job" in err and f"on node {node}" in err
     assert "check canary runs the release: ok" in err
     assert "│ migrate:" in err  # the migration's output, from a job on a worker, through the manager
     print(f"\n3 nodes: prepull {timings['prepull']:.1f}s, canary cut-over {timings['update:phpfiles']:.1f}s, "
@@ -112,25 +108,8 @@ def test_ship_pre_pulls_on_the_workers_and_gates_and_migrates_on_a_worker(nodes3
 def test_the_same_ship_without_the_pre_pull_for_the_measurement(nodes3):
     """The other half of the measurement (`target.prepull = false`): the canary's update pulls itself."""
     st = _status(nodes3)
-    app = Path(st["app_dir"])
-    env = _env(st)
-    toml = app / "stackpatch.toml"
-    original = toml.read_text()
-    assert original.count("[target]\n") == 1
-    subprocess.run(["git", "update-index", "--skip-worktree", "stackpatch.toml"], cwd=app, check=True)
-    try:
-        toml.write_text(original.replace("[target]\n", "[target]\nprepull = false\n"))
-        proc = sp("start", cwd=app, env=env, timeout=120)
-        assert proc.returncode == 0, proc.stderr
-        server = app / "app" / "server.py"
-        server.write_text(server.read_text() + "\n# multi-node hotfix without the pre-pull\n")
-        subprocess.run(["git", "commit", "-qam", "Fix: no pre-pull"], cwd=app, check=True)
-        subprocess.run(["git", "push", "-q", "-u", "origin", "HEAD"], cwd=app, check=True, capture_output=True)
-        proc = sp("ship", "--yes", "--json", cwd=app, env=env, timeout=900)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    finally:
-        toml.write_text(original)
-        subprocess.run(["git", "update-index", "--no-skip-worktree", "stackpatch.toml"], cwd=app, check=True)
+    proc = _ship_hotfix(st, lambda text: text.replace("[target]\n", "[target]\nprepull = false\n", 1),
+                        "no pre-pull")
     timings = json.loads(proc.stdout)["run"]["timings"]
     assert "prepull" not in timings and "pre-pull: " not in proc.stderr
     print(f"\n3 nodes, no pre-pull: canary cut-over {timings['update:phpfiles']:.1f}s, "
