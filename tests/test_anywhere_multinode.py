@@ -62,8 +62,9 @@ def test_a_check_in_a_task_on_a_worker_runs_through_its_engine_or_as_a_job_besid
 
 
 def _ship_hotfix(st: dict, edit, note: str) -> subprocess.CompletedProcess:
-    """`start`, a one-line fix committed and pushed, then `ship --yes --json` with the app's stackpatch.toml
-    changed by `edit` for this ship only (skip-worktree: the committed file stays as it is, as a fork's)."""
+    """`start`, a one-line fix committed and pushed, `ship --yes --json` with the app's stackpatch.toml
+    changed by `edit` for this ship only (skip-worktree: the committed file stays as it is, as a fork's),
+    then `finish`."""
     app = Path(st["app_dir"])
     env = _env(st)
     toml = app / "stackpatch.toml"
@@ -79,15 +80,17 @@ def _ship_hotfix(st: dict, edit, note: str) -> subprocess.CompletedProcess:
         subprocess.run(["git", "push", "-q", "-u", "origin", "HEAD"], cwd=app, check=True, capture_output=True)
         proc = sp("ship", "--yes", "--json", cwd=app, env=env, timeout=900)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        return proc
     finally:
         toml.write_text(original)
         subprocess.run(["git", "update-index", "--no-skip-worktree", "stackpatch.toml"], cwd=app, check=True)
+    done = sp("finish", cwd=app, env=env, timeout=300)  # the routine's last step: the next `start` needs the tag
+    assert done.returncode == 0, done.stderr
+    return proc
 
 
 def test_ship_pre_pulls_on_the_workers_and_gates_and_migrates_on_a_worker(nodes3):
     st = _status(nodes3)
-    node = _phpfiles_node(st)
+    _phpfiles_node(st)  # phpfiles runs on a worker (the new task may land on another worker)
     proc = _ship_hotfix(st, lambda text: text + '\n[[target.checks]]\nname = "canary runs the release"\n'
                         'service = "phpfiles"\ncommand = ["sh", "-c", "test \\"$APP_REVISION\\" = {revision}"]\n',
                         "tasks anywhere")
@@ -98,7 +101,10 @@ def test_ship_pre_pulls_on_the_workers_and_gates_and_migrates_on_a_worker(nodes3
     assert list(timings)[0] == "prepull", timings
     pulled = {ln.split("pre-pull: ", 1)[1].split(" has ", 1)[0] for ln in err.splitlines() if "pre-pull: " in ln}
     assert len(pulled) == 3, err[-3000:]  # phpha and web may run on every node: all three pulled
-    assert "check canary runs the release: ran as job" in err and f"on node {node}" in err
+    where = [ln for ln in err.splitlines() if ln.startswith("check canary runs the release: ran as job ")]
+    assert where, err[-3000:]  # said once per gate that runs the check
+    for ln in where:  # beside the canary's task, on a worker
+        assert ln.split(" on node ", 1)[1].split(",", 1)[0] in {n["name"] for n in st["nodes"][1:]}, ln
     assert "check canary runs the release: ok" in err
     assert "│ migrate:" in err  # the migration's output, from a job on a worker, through the manager
     print(f"\n3 nodes: prepull {timings['prepull']:.1f}s, canary cut-over {timings['update:phpfiles']:.1f}s, "
