@@ -423,7 +423,7 @@ def test_up_refused_for_a_missing_tool_leaves_nothing(tmp_path):
     assert "docker-registry is not installed" in line and "make setup" in line
     assert not d.exists() and _registry_processes_under(d) == []
     assert c.info()["Swarm"]["LocalNodeState"] == swarm
-    assert stack_mod.objects(c, f"{name}-prod") == {"services": {}, "volumes": {}, "networks": {}}
+    assert stack_mod.objects(c, f"{name}-prod") == {"services": {}, "volumes": {}, "networks": {}, "configs": {}}
     assert not [t for img in c.images.list() for t in img.tags if f"/{name}/" in t]
 
 
