@@ -32,7 +32,7 @@ STACK_LABEL = "com.docker.stack.namespace"
 
 
 class VerifyError(UserError):
-    """The built images failed verification: nothing was pushed."""
+    """The built images failed verification: no release tag was pushed, nothing was deployed."""
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,8 @@ def run_check(client: docker.DockerClient, stack: str, check: HttpCheck, values:
                 last = (out or b"").decode(errors="replace").strip().splitlines()
                 reason = f"`{' '.join(cmd)}` in {check.service} exited {code}" + (f": {last[-1][:120]}" if last else "")
         if time.monotonic() >= deadline:
-            raise VerifyError(f"verify check {check.name!r} failed: {reason}; nothing was pushed")
+            raise VerifyError(f"verify check {check.name!r} failed: {reason}; no release tag was pushed, "
+                              "nothing was deployed")
         time.sleep(1)
 
 
@@ -266,7 +267,7 @@ def verify(client: docker.DockerClient, cfg: Config, workdir: Path, built: dict[
                 last = what
             if time.monotonic() >= deadline:
                 raise VerifyError(f"verify stack never became healthy within {v.timeout:.0f}s ({what}); "
-                                  "nothing was pushed")
+                                  "no release tag was pushed, nothing was deployed")
             time.sleep(1)
         reporter.ok(f"verify: stack healthy in {time.monotonic() - t0:.1f}s")
         pport = _published_port(_stack_services(client, stack)) or port

@@ -130,7 +130,14 @@ def run_build_half(cfg: Config, plan: Plan, snap: Snapshot, reporter: Reporter) 
             image_id = push_mod.pull_by_digest(client, creds, i.repository, i.reused, i.tags)
             built[i.name] = image_mod.BuiltImage(i.name, i.repository, i.tags, image_id, time.monotonic() - t0, False)
             timings[f"pull:{i.name}"] = time.monotonic() - t0
-    if verifying:
+    pushed: dict[str, PushedImage] = {}
+    deadline = time.monotonic() + cfg.timeouts.push
+    if verifying and to_build:
+        # the push of the new images' bytes runs while verify does; the release tags are put on them
+        # (a manifest PUT each) only once verify passed: an image that failed verify is never deployed
+        pushed.update(_verify_while_pushing(cfg, plan, wd.path, built, to_build, client, reg, creds, deadline,
+                                            timings, reporter))
+    elif verifying:
         t0 = time.monotonic()
         vclient = local_client(cfg.verify.docker_host) if cfg.verify.docker_host else client
         res = verify_mod.verify(vclient, cfg, wd.path, built, version, sha, cfg.timeouts.check, reporter)
@@ -139,10 +146,10 @@ def run_build_half(cfg: Config, plan: Plan, snap: Snapshot, reporter: Reporter) 
     elif cfg.verify.enabled:
         reporter.warn("verify.stack_file is not set: the images are pushed without a local verification")
 
-    pushed: dict[str, PushedImage] = {}
-    deadline = time.monotonic() + cfg.timeouts.push
     t0 = time.monotonic()
     for i in plan.images:
+        if i.name in pushed:
+            continue
         if i.reused:
             reporter.step(f"tags of {i.repository}@{i.reused[:19]}")
             pushed[i.name] = push_mod.complete_tags(reg, i.name, i.repository, i.tags, i.missing_tags, i.reused,
@@ -151,8 +158,71 @@ def run_build_half(cfg: Config, plan: Plan, snap: Snapshot, reporter: Reporter) 
         reporter.step(f"push {i.repository}:{', '.join(i.tags)}")
         pushed[i.name] = push_mod.push_image(client, reg, creds, i.name, i.repository, i.tags,
                                              built[i.name].image_id, deadline, reporter)
-    timings["push"] = time.monotonic() - t0
+    if "push" not in timings:
+        timings["push"] = time.monotonic() - t0
+    else:
+        timings["tag"] = timings.get("tag", 0.0) + time.monotonic() - t0
     return BuildHalfResult(Release(version, sha, pushed), str(log.path), timings, str(wd.path), wd.cold)
+
+
+def _verify_while_pushing(cfg: Config, plan: Plan, workdir: Path, built: dict, to_build: list, client, reg: Registry,
+                          creds, deadline: float, timings: dict[str, float], reporter: Reporter) -> dict[str, PushedImage]:
+    """Verify (in a thread, with its own engine connection) while the new images' bytes are pushed
+    under `prepush_tag`; when both have finished and verify passed, the release tags go onto the
+    pushed manifests. A failed verify raises its error, saying the release tags were not pushed and
+    nothing was deployed."""
+    import threading
+
+    from stackpatch.images import push as push_mod
+    from stackpatch.images import verify as verify_mod
+    from stackpatch.images.engine import local_client
+    from stackpatch.reporter import Locked
+
+    out = Locked(reporter)
+    staging = push_mod.prepush_tag(plan.revision)
+    box: dict = {}
+
+    def run_verify() -> None:
+        t0 = time.monotonic()
+        try:
+            vclient = local_client(cfg.verify.docker_host)  # a connection of its own: none is shared by threads
+            box["result"] = verify_mod.verify(vclient, cfg, workdir, built, plan.version, plan.revision,
+                                              cfg.timeouts.check, out)
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread, raised there
+            box["error"] = e
+        finally:
+            box["seconds"] = time.monotonic() - t0
+
+    thread = threading.Thread(target=run_verify, name="stackpatch-verify", daemon=False)
+    thread.start()
+    staged: dict[str, PushedImage] = {}
+    t0 = time.monotonic()
+    try:
+        for i in to_build:
+            out.step(f"push {i.repository}:{staging} while verify runs (tags :{', :'.join(i.tags)} once it passed)")
+            staged[i.name] = push_mod.push_staged(client, reg, creds, i.name, i.repository, staging,
+                                                  built[i.name].image_id, deadline, out)
+        timings["push"] = time.monotonic() - t0
+    finally:
+        thread.join()  # the verify stack is always torn down before ship goes on or stops
+    timings["verify"] = box.get("seconds", 0.0)
+    err = box.get("error")
+    if err is not None:
+        from stackpatch.images.verify import VerifyError
+        note = f" (the layers went up as :{staging} while verify ran, untagged for release)"
+        if isinstance(err, VerifyError):
+            raise VerifyError(str(err) + note) from None
+        raise err
+    res = box["result"]
+    reporter.ok(f"verified in {res.seconds:.1f}s ({timings['verify']:.1f}s with the teardown), "
+                f"while the push took {timings['push']:.1f}s")
+    t1 = time.monotonic()
+    done: dict[str, PushedImage] = {}
+    for i in to_build:
+        reporter.step(f"tag {i.repository}:{', :'.join(i.tags)} (verified)")
+        done[i.name] = push_mod.promote_staged(reg, staged[i.name], i.tags, reporter)
+    timings["tag"] = time.monotonic() - t1
+    return done
 
 
 def plan_for(cfg: Config, ref: str | None, allow_mixed: bool) -> tuple[Snapshot, Plan]:
