@@ -141,17 +141,10 @@ def push_image(client: docker.DockerClient, reg: Registry, creds: Credentials | 
     return PushedImage(name=name, repository=repository, tags=tuple(tags), digest=digest, bytes_pushed=total)
 
 
-def prepush_tag(revision: str) -> str:
-    """The tag the image's bytes are pushed under while verify runs: never a release tag (the plan only
-    reads `git-commit-<sha7>` and the version), so an image that fails verify is never deployed and the
-    next ship builds and verifies it again. One per revision; it stays in the registry."""
-    return f"stackpatch-prepush-{revision[:7]}"
-
-
 def push_staged(client: docker.DockerClient, reg: Registry, creds: Credentials | None, name: str,
                 repository: str, tag: str, image_id: str, deadline: float, reporter: Reporter) -> PushedImage:
-    """Push the image's layers and manifest under `tag` (`prepush_tag`): the slow part of a push, done
-    while verify runs. `promote_staged` puts the release tags on the manifest once verify passed."""
+    """Push the image's layers and manifest under `tag` (`release.model.prepush_tag`): the slow part of a
+    push, done while verify runs. `promote_staged` puts the release tags on the manifest once verify passed."""
     try:
         client.api.tag(image_id, repository, tag)
     except docker.errors.DockerException as e:

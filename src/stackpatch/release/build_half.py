@@ -15,7 +15,7 @@ from stackpatch.images import workdir as workdir_mod
 from stackpatch.images.registry import Registry, split_repository
 from stackpatch.config import Config
 from stackpatch.preflight import PreflightError, gather, version_of
-from stackpatch.release.model import PushedImage, Release, commit_tag
+from stackpatch.release.model import PushedImage, Release, commit_tag, prepush_tag
 from stackpatch.release.plan import Plan, RemoteTag, Snapshot, make_plan
 from stackpatch.reporter import Reporter
 from stackpatch.targets.base import OCI_REVISION, ImageRef, Target, deployed_release
@@ -179,7 +179,7 @@ def _verify_while_pushing(cfg: Config, plan: Plan, workdir: Path, built: dict, t
     from stackpatch.reporter import Locked
 
     out = Locked(reporter)
-    staging = push_mod.prepush_tag(plan.revision)
+    staging = prepush_tag(plan.revision)
     box: dict = {}
 
     def run_verify() -> None:
