@@ -73,10 +73,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def run(argv: list[str], env: dict[str, str], **kw) -> str:
-    """One command (argv list), its output to our stderr; its stdout returned when captured."""
-    r = subprocess.run(argv, env=env, stdin=kw.pop("stdin", subprocess.DEVNULL), stdout=subprocess.PIPE,
-                       stderr=sys.stderr, text=True, **kw)
+def run(argv: list[str], env: dict[str, str], capture: bool = False, **kw) -> str:
+    """One command (argv list); what it prints goes to our stderr, or its stdout is returned with `capture`
+    (our stdout carries only the phase lines)."""
+    r = subprocess.run(argv, env=env, stdin=kw.pop("stdin", subprocess.DEVNULL),
+                       stdout=subprocess.PIPE if capture else sys.stderr, stderr=sys.stderr, text=True, **kw)
     if r.returncode != 0:
         raise RuntimeError(f"`{' '.join(argv[:3])} …` exited {r.returncode}")
     return r.stdout
@@ -90,7 +91,7 @@ def checkout(repo: str, ref: str, src: Path, env: dict[str, str]) -> str:
     run(["git", "-C", str(src), "fetch", "--quiet", "--force", "--", repo, ref], env)
     run(["git", "-C", str(src), "checkout", "--quiet", "--force", "--detach", "FETCH_HEAD"], env)
     run(["git", "-C", str(src), "clean", "-ffdxq"], env)
-    return run(["git", "-C", str(src), "rev-parse", "HEAD"], env).strip()
+    return run(["git", "-C", str(src), "rev-parse", "HEAD"], env, capture=True).strip()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -131,11 +132,11 @@ def main(argv: list[str] | None = None) -> int:
 
         mark("migrations", "start")
         task = run([docker, "service", "ps", "--quiet", "--no-trunc", "--filter", "desired-state=running",
-                    "--", f"{args.stack}_{args.migrate_service}"], env).split()
+                    "--", f"{args.stack}_{args.migrate_service}"], env, capture=True).split()
         if not task:
             raise RuntimeError(f"no running task of {args.stack}_{args.migrate_service}")
         container = run([docker, "inspect", "--format", "{{.Status.ContainerStatus.ContainerID}}", "--", task[0]],
-                        env).strip()
+                        env, capture=True).strip()
         run([docker, "exec", "--", container, *args.migrate], env)
         mark("migrations", "end")
         mark("done", "end", revision=sha, tag=tag)

@@ -140,14 +140,18 @@ def ship_cmd(until: str | None, pause: bool, yes: bool, as_json: bool, ref: str 
     if until != "pushed":
         from stackpatch.release.deploy import deploy
         from stackpatch import report
-        with report.after_run(cfg.root):
-            run = deploy(cfg, result.release, yes=True, pause=pause, reporter=ui.reporter,
-                         build_timings=result.timings)
+        try:
+            with report.after_run(cfg.root):
+                run = deploy(cfg, result.release, yes=True, pause=pause, reporter=ui.reporter,
+                             build_timings=dict(result.timings))
+        finally:  # the verify stack's removal went on beside the deploy
+            result.wait_verify_teardown(ui.reporter)
         if as_json:
             ui.emit_json({**result.to_json(), "run": run.to_json()})
         else:
             _report_ship(result, run)
         return
+    result.wait_verify_teardown(ui.reporter)
     if as_json:
         ui.emit_json(result.to_json())
     else:

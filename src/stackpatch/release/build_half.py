@@ -60,6 +60,22 @@ class BuildHalfResult:
     timings: dict[str, float] = field(default_factory=dict)
     workdir: str | None = None
     workdir_cold: bool | None = None
+    verify_teardown: object | None = None   # images.verify.Teardown: the verify stack's removal, under way
+
+    def wait_verify_teardown(self, reporter: Reporter) -> None:
+        """Wait until the verify stack that passed is removed (it went on during the deploy)."""
+        td = self.verify_teardown
+        if td is None:
+            return
+        self.verify_teardown = None
+        if not td.wait(0):
+            reporter.info(f"waiting for the removal of the verify stack {td.stack}")
+        td.wait()
+        if td.error:
+            reporter.warn(f"the verify stack {td.stack} was not removed ({td.error}): the next ship removes it")
+        else:
+            self.timings["verify teardown"] = td.seconds or 0.0
+            reporter.ok(f"verify stack {td.stack} removed ({td.seconds:.1f}s, beside the deploy)")
 
     def to_json(self) -> dict:
         return {"release": self.release.to_json(), "build_log": self.log_path,
@@ -132,17 +148,21 @@ def run_build_half(cfg: Config, plan: Plan, snap: Snapshot, reporter: Reporter) 
             timings[f"pull:{i.name}"] = time.monotonic() - t0
     pushed: dict[str, PushedImage] = {}
     deadline = time.monotonic() + cfg.timeouts.push
+    teardown = None
     if verifying and to_build:
         # the push of the new images' bytes runs while verify does; the release tags are put on them
         # (a manifest PUT each) only once verify passed: an image that failed verify is never deployed
-        pushed.update(_verify_while_pushing(cfg, plan, wd.path, built, to_build, client, reg, creds, deadline,
-                                            timings, reporter))
+        done, teardown = _verify_while_pushing(cfg, plan, wd.path, built, to_build, client, reg, creds, deadline,
+                                               timings, reporter)
+        pushed.update(done)
     elif verifying:
         t0 = time.monotonic()
         vclient = local_client(cfg.verify.docker_host) if cfg.verify.docker_host else client
-        res = verify_mod.verify(vclient, cfg, wd.path, built, version, sha, cfg.timeouts.check, reporter)
+        res = verify_mod.verify(vclient, cfg, wd.path, built, version, sha, cfg.timeouts.check, reporter,
+                                background_teardown=True)
         timings["verify"] = time.monotonic() - t0
-        reporter.ok(f"verified in {res.seconds:.1f}s ({timings['verify']:.1f}s with the teardown)")
+        teardown = res.teardown
+        reporter.ok(f"verified in {res.seconds:.1f}s (its stack is removed in the background)")
     elif cfg.verify.enabled:
         reporter.warn("verify.stack_file is not set: the images are pushed without a local verification")
 
@@ -162,11 +182,12 @@ def run_build_half(cfg: Config, plan: Plan, snap: Snapshot, reporter: Reporter) 
         timings["push"] = time.monotonic() - t0
     else:
         timings["tag"] = timings.get("tag", 0.0) + time.monotonic() - t0
-    return BuildHalfResult(Release(version, sha, pushed), str(log.path), timings, str(wd.path), wd.cold)
+    return BuildHalfResult(Release(version, sha, pushed), str(log.path), timings, str(wd.path), wd.cold, teardown)
 
 
 def _verify_while_pushing(cfg: Config, plan: Plan, workdir: Path, built: dict, to_build: list, client, reg: Registry,
-                          creds, deadline: float, timings: dict[str, float], reporter: Reporter) -> dict[str, PushedImage]:
+                          creds, deadline: float, timings: dict[str, float],
+                          reporter: Reporter) -> tuple[dict[str, PushedImage], object | None]:
     """Verify (in a thread, with its own engine connection) while the new images' bytes are pushed
     under `prepush_tag`; when both have finished and verify passed, the release tags go onto the
     pushed manifests. A failed verify raises its error, saying the release tags were not pushed and
@@ -187,7 +208,7 @@ def _verify_while_pushing(cfg: Config, plan: Plan, workdir: Path, built: dict, t
         try:
             vclient = local_client(cfg.verify.docker_host)  # a connection of its own: none is shared by threads
             box["result"] = verify_mod.verify(vclient, cfg, workdir, built, plan.version, plan.revision,
-                                              cfg.timeouts.check, out)
+                                              cfg.timeouts.check, out, background_teardown=True)
         except BaseException as e:  # noqa: BLE001 - handed to the main thread, raised there
             box["error"] = e
         finally:
@@ -204,7 +225,7 @@ def _verify_while_pushing(cfg: Config, plan: Plan, workdir: Path, built: dict, t
                                                   built[i.name].image_id, deadline, out)
         timings["push"] = time.monotonic() - t0
     finally:
-        thread.join()  # the verify stack is always torn down before ship goes on or stops
+        thread.join()  # verify has ended (a failed one removed its stack) before ship goes on or stops
     timings["verify"] = box.get("seconds", 0.0)
     err = box.get("error")
     if err is not None:
@@ -214,15 +235,15 @@ def _verify_while_pushing(cfg: Config, plan: Plan, workdir: Path, built: dict, t
             raise VerifyError(str(err) + note) from None
         raise err
     res = box["result"]
-    reporter.ok(f"verified in {res.seconds:.1f}s ({timings['verify']:.1f}s with the teardown), "
-                f"while the push took {timings['push']:.1f}s")
+    reporter.ok(f"verified in {res.seconds:.1f}s, while the push took {timings['push']:.1f}s "
+                "(the verify stack is removed in the background)")
     t1 = time.monotonic()
     done: dict[str, PushedImage] = {}
     for i in to_build:
         reporter.step(f"tag {i.repository}:{', :'.join(i.tags)} (verified)")
         done[i.name] = push_mod.promote_staged(reg, staged[i.name], i.tags, reporter)
     timings["tag"] = time.monotonic() - t1
-    return done
+    return done, res.teardown
 
 
 def plan_for(cfg: Config, ref: str | None, allow_mixed: bool) -> tuple[Snapshot, Plan]:
