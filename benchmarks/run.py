@@ -487,6 +487,8 @@ def run_stackpatch(args, info, root: Path, raw: Path, env: dict, cdn: str, clean
                   t_end: float) -> dict[str, list[float]]:
         out = json.loads(stdout) if stdout.strip() else {}
         run_info["ship"] = out
+        if not out.get("run") and not any((fork.app_dir / ".stackpatch" / "runs").glob("*.jsonl")):
+            return {}  # it stopped before the deploy (no journal): the exit code says so, below
         recs = journal_records(fork.app_dir, (out.get("run") or {}).get("run_id"))
         run_info["limit"] = limit_figures(recs, err_lines)
         return stackpatch_phases(recs, t_start, t_end, err_lines)
