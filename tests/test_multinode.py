@@ -135,7 +135,9 @@ def test_three_ways_to_the_manager_give_the_same_status(nodes3):
             assert proc.returncode == 0, f"{way}: {proc.stderr}"
             out = json.loads(proc.stdout)
             assert out["engine"] == host, (way, out["engine"])
-            results[way] = out["services"]
+            # what is deployed: every field but the count of tasks healthy at the instant of reading (on this
+            # loaded 2-core machine a task can miss a health check between two reads)
+            results[way] = {n: {**s, "replicas": s["replicas"]["desired"]} for n, s in out["services"].items()}
         # the docker CLI takes the same three -H
         names = {docker(conn["unix"], "info", "--format", "{{.Name}}"),
                  docker(conn["ssh"], "info", "--format", "{{.Name}}"),
