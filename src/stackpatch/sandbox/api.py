@@ -377,7 +377,10 @@ def _up(c, dir: Path, st: State, with_staging: bool = False) -> SandboxInfo:
             reg.start()
         report.did("registry")
     st.save(dir)
-    if rec:
+    if rec and nodes_mod.running(dir, rec):
+        nodes_mod.make_swarm(rec)  # checks every node is in the swarm and ready
+        report.reuse(f"{rec['count']} nodes ({', '.join(n['hostname'] for n in rec['nodes'])}) and the manager's sshd")
+    elif rec:
         with timed(f"start {rec['count']} dockerd (empty image stores), swarm, the manager's sshd"):
             nodes_mod.start_daemons(dir, rec, save, st.registry_port)
             nodes_mod.make_swarm(rec)
