@@ -111,9 +111,9 @@ def test_status_shows_three_nodes_and_spread_tasks(nodes3):
 @pytest.mark.multinode
 def test_second_up_starts_nothing_and_another_count_is_refused(nodes3):
     state = Path(nodes3["dir"]) / "state.json"
-    before = state.read_text()
     proc = sp("sandbox", "up", "--nodes", "3", "--dir", nodes3["dir"], "--name", nodes3["name"], "--json")
     assert proc.returncode == 0, proc.stderr
+    before = state.read_text()
     again = json.loads(proc.stdout)
     assert again["built"] == [], again["built"]
     assert any("3 nodes" in r for r in again["reused"]), again["reused"]
