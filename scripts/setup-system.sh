@@ -17,6 +17,9 @@ git              git
 git-flow         git-flow
 make             make
 chromium         chromium
+ip               iproute2
+iptables         iptables
+sshd             openssh-server
 "
 
 need=()

@@ -56,3 +56,30 @@ def fork(sandbox, tmp_path):
         yield api.fork(sandbox, tmp_path / "fork", stack)
     finally:
         api.remove_stack(stack)  # with the deploy lock a test that stopped a run mid-way may leave
+
+
+@pytest.fixture(scope="session")
+def nodes3():
+    """ONE 3-node sandbox (`stackpatch sandbox up --nodes 3`: a manager and two workers, each a dockerd in
+    its own network namespace) shared by every multi-node test; `sandbox down` at session end, even when
+    a test failed (tests/test_multinode.py's last test runs down itself and checks what it leaves)."""
+    import json
+    import subprocess
+    import time
+    root = Path(tempfile.mkdtemp(prefix="stackpatch-test-nodes-"))
+    dir = root / "sandbox"
+    try:
+        t0 = time.monotonic()
+        proc = subprocess.run([CLI, "sandbox", "up", "--nodes", "3", "--dir", str(dir), "--name", unique("mn"),
+                               "--json"], capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        info = json.loads(proc.stdout)
+        info["up_seconds"] = round(time.monotonic() - t0, 1)
+        print(f"\nsandbox up --nodes 3: {info['up_seconds']}s", file=sys.stderr)
+        yield info
+    finally:
+        try:
+            if (dir / "state.json").exists():
+                subprocess.run([CLI, "sandbox", "down", "--dir", str(dir)], capture_output=True, timeout=300)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)

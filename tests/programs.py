@@ -40,7 +40,7 @@ BASE = {
     "cat": "coreutils", "date": "coreutils", "head": "coreutils", "tail": "coreutils", "id": "coreutils",
     "mktemp": "coreutils", "realpath": "coreutils", "rm": "coreutils", "seq": "coreutils",
     "sleep": "coreutils", "env": "coreutils", "mkdir": "coreutils",
-    "setsid": "util-linux", "unshare": "util-linux", "true": "coreutils", "mount": "mount", "umount": "mount", "apt-get": "apt", "dpkg-query": "dpkg",
+    "setsid": "util-linux", "unshare": "util-linux", "nsenter": "util-linux", "true": "coreutils", "mount": "mount", "umount": "mount", "apt-get": "apt", "dpkg-query": "dpkg",
 }
 # What a fresh machine must have before anything runs (the README's fresh-machine section says so).
 PREREQUISITES = {"python3": "the one thing the README asks a fresh machine to have"}

@@ -27,6 +27,8 @@ EXPLAINED = {
     ("src/stackpatch/hooks.py", "hooks_dir(root, settings) / name"):
         "a hook is the user's own executable in .stackpatch/hooks/ (or [hooks] dir): it is their program, "
         "not one stackpatch needs installed",
+    ("src/stackpatch/sandbox/nodeinit.py", "program[0]"):
+        "nodeinit execs the command line it is given: nodes.py starts it with `-- dockerd …` (resolved there)",
     ("tests/test_wheel.py", "[str(a) for a in argv]"):
         "run()'s callers pass sys.executable, or the python and stackpatch of the venv the test made",
 }

@@ -117,10 +117,14 @@ class TargetConfig(Section):
     docker_host: str | None = Field(
         None,
         description="Docker engine of the swarm manager: `unix://…`, `tcp://host:2376` (TLS via `tls_*`), "
-                    "or `ssh://user@host`. Unset: `DOCKER_HOST`, else `unix:///var/run/docker.sock`; "
+                    "or `ssh://user@host` (docker-py's SSH client: it reads `~/.ssh/config` and trusts only the "
+                    "host keys in `~/.ssh/known_hosts`). Unset: `DOCKER_HOST`, else `unix:///var/run/docker.sock`; "
                     "every command uses this one engine and names it in its errors.")
     tls_verify: bool = Field(False, description="Verify the engine's TLS certificate (tcp only).")
-    tls_cert_path: str | None = Field(None, description="Directory with `ca.pem`, `cert.pem`, `key.pem` (tcp+TLS).")
+    tls_cert_path: str | None = Field(
+        None, description="Directory with `ca.pem`, `cert.pem`, `key.pem` (tcp+TLS; the `DOCKER_CERT_PATH` layout). "
+                          "With `tls_verify`, its `ca.pem` is the only CA trusted for the engine, whatever "
+                          "`REQUESTS_CA_BUNDLE` says.")
     stack: str = Field(..., description="Stack name as given to `docker stack deploy`.")
     services: dict[str, str] = Field(
         ..., description="Service (without the stack prefix) → image name from `[images]` it runs.")

@@ -24,6 +24,8 @@ def sandbox_group() -> None:
     DIR/registry.env), the engine as a one-node swarm, a base image (mmdebstrap, cached),
     the example app repo DIR/NAME with a bare origin DIR/NAME-origin.git (git-flow, release
     26.11.1), and the stack NAME-prod (phpfiles, phpha, web, db) deployed from that release.
+    `up --nodes 3` makes a swarm of its own instead: a manager and two workers, each a dockerd
+    in its own network namespace, the registry on their bridge with TLS (README: Sandbox).
     """
 
 
@@ -36,8 +38,13 @@ def sandbox_group() -> None:
 @click.option("--with-staging", is_flag=True,
               help="Also deploy NAME-staging beside NAME-prod; the app's stackpatch.toml then names them "
                    "[targets.staging] and [targets.production] and requires --target.")
+@click.option("--nodes", type=int, default=1, show_default=True,
+              help="Swarm nodes. 1: this engine as a one-node swarm. N > 1 (root): a manager and N-1 workers, "
+                   "each a dockerd in its own network namespace with an empty image store, on a bridge in "
+                   "198.18.0.0/15; the registry on that bridge with TLS (the sandbox's own CA); the manager "
+                   "reachable over its unix socket, ssh:// and tcp://:2376 with TLS (see `status`).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (same keys as `status --json`).")
-def up_cmd(dir_: str, name: str, registry_port: int | None, with_staging: bool, as_json: bool) -> None:
+def up_cmd(dir_: str, name: str, registry_port: int | None, with_staging: bool, nodes: int, as_json: bool) -> None:
     """Bring the sandbox up. Idempotent: a second run reuses what is there and rebuilds nothing.
 
     Progress, with timings, goes to stderr. Ends when the stack is at full healthy replicas and
@@ -45,7 +52,7 @@ def up_cmd(dir_: str, name: str, registry_port: int | None, with_staging: bool, 
     stackpatch has patched the stack since, with the release it runs: `up` leaves it as it is).
     """
     from stackpatch.sandbox import api
-    info = api.up(Path(dir_), name=name, registry_port=registry_port, with_staging=with_staging)
+    info = api.up(Path(dir_), name=name, registry_port=registry_port, with_staging=with_staging, nodes=nodes)
     if as_json:
         ui.emit_json(info.to_json())
         return
@@ -59,7 +66,8 @@ def up_cmd(dir_: str, name: str, registry_port: int | None, with_staging: bool, 
 @sandbox_group.command("status")
 @click.option("--dir", "dir_", default=".sandbox", show_default=True, type=click.Path(file_okay=False), help=DIR_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON: front_url, registry, registry_env_file, "
-              "app_dir, origin_dir, stack, services {name: image, replicas_running, replicas_desired}, ….")
+              "app_dir, origin_dir, stack, services {name: image, replicas_running, replicas_desired, "
+              "tasks [{node, state, image}]}, nodes [{name, role, addr, docker_host, state}], connect, ….")
 def status_cmd(dir_: str, as_json: bool) -> None:
     """Show what the sandbox runs: front URL, registry, repo, and each service's healthy replicas."""
     from stackpatch.sandbox import api
@@ -96,6 +104,12 @@ def _print(info) -> None:
     o.print(f"config     {info.config_path}", markup=False)
     o.print(f"release    {info.release} at {info.revision}", markup=False)
     o.print(f"docker     DOCKER_CONFIG={info.docker_config} (logged in to the registry)", markup=False)
+    for n in info.nodes:
+        o.print(f"node       {n['name']} {n['role']} {n['addr']} {n['state']}   docker -H {n['docker_host']}", markup=False)
+    if info.connect:
+        o.print(f"manager    docker -H {info.connect['ssh']}   or   docker -H {info.connect['tcp']} --tlsverify "
+                f"--tlscacert {info.connect['tls_cert_path']}/ca.pem --tlscert {info.connect['tls_cert_path']}/cert.pem "
+                f"--tlskey {info.connect['tls_cert_path']}/key.pem", markup=False)
     t = Table(title=f"stack {info.stack}", title_justify="left")
     t.add_column("service")
     t.add_column("replicas")

@@ -11,6 +11,7 @@ import ipaddress
 import json
 import os
 import re
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -93,6 +94,20 @@ def is_local(host: str) -> bool:
         return False
 
 
+CERTS_D = Path("/etc/docker/certs.d")
+
+
+def tls_context(host: str) -> ssl.SSLContext | None:
+    """The registry client trusts what dockerd trusts for that registry: a private CA in
+    /etc/docker/certs.d/HOST[:PORT]/ca.crt (Docker's convention) is added to the system's CAs."""
+    ca = CERTS_D / host / "ca.crt"
+    if not ca.is_file():
+        return None
+    ctx = ssl.create_default_context()
+    ctx.load_verify_locations(cafile=str(ca))
+    return ctx
+
+
 def split_repository(repository: str) -> tuple[str, str]:
     """`host:port/ns/app` → (`host:port`, `ns/app`)."""
     host, _, name = repository.partition("/")
@@ -115,6 +130,7 @@ class Registry:
         self.creds = creds
         self.timeout = timeout
         self.base = f"{'http' if is_local(host) else 'https'}://{host}"
+        self._tls = None if is_local(host) else tls_context(host)
         self._tokens: dict[str, str] = {}
 
     # -------------------------------------------------------- transport
@@ -133,7 +149,7 @@ class Registry:
                 h["Authorization"] = auth
             req = urllib.request.Request(url, method=method, headers=h, data=data)
             try:
-                return urllib.request.urlopen(req, timeout=self.timeout)
+                return urllib.request.urlopen(req, timeout=self.timeout, context=self._tls)
             except urllib.error.HTTPError as e:
                 challenge = e.headers.get("WWW-Authenticate", "") if e.headers else ""
                 if e.code == 401 and attempt == 0 and challenge.lower().startswith("bearer"):
@@ -160,7 +176,8 @@ class Registry:
         if self._basic():
             h["Authorization"] = self._basic()
         try:
-            with urllib.request.urlopen(urllib.request.Request(url, headers=h), timeout=self.timeout) as r:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=h), timeout=self.timeout,
+                                        context=self._tls) as r:
                 data = json.loads(r.read() or b"{}")
         except urllib.error.HTTPError as e:
             raise self._refused(e.code, "token") from None

@@ -23,7 +23,7 @@ from typing import Any
 
 from stackpatch import git, ui
 from stackpatch.errors import FaultError, UserError
-from stackpatch.sandbox import apprepo, baseimage, engine, stack as stack_mod
+from stackpatch.sandbox import apprepo, baseimage, engine, nodes as nodes_mod, stack as stack_mod
 from stackpatch.sandbox.progress import Report, timed
 from stackpatch.sandbox.registry import Registry, free_port, port_is_free
 from stackpatch.sandbox.registry import executable as registry_exe
@@ -35,7 +35,7 @@ SERVICES = ("phpfiles", "phpha", "web", "edge", "db")  # edge: holds the public 
 IMAGES = {"app": "docker/app/Dockerfile", "front": "docker/front/Dockerfile"}
 BASE_IMAGES = ("db", "edge")  # the base image, as it is: PostgreSQL for db, HAProxy for edge
 # everything up writes into DIR; down removes exactly these
-OWNED = (STATE, "registry", "registry.env", "docker-config", "build")
+OWNED = (STATE, "registry", "registry.env", "docker-config", "build", "_nodes")
 
 
 @dataclass
@@ -53,6 +53,9 @@ class State:
     owned: dict[str, dict[str, str]] = field(default_factory=dict)
     staging_front_port: int | None = None   # set by `up --with-staging`
     owned_staging: dict[str, dict[str, str]] = field(default_factory=dict)  # what its deploy created
+    # `up --nodes N` (N > 1): the nodes, bridge, namespaces, daemons and files it made (nodes.plan());
+    # empty for the one-engine sandbox
+    nodes: dict[str, Any] = field(default_factory=dict)
 
     @property
     def stack(self) -> str:
@@ -102,6 +105,9 @@ class SandboxInfo:
     reused: list[str] = field(default_factory=list)
     seconds: float | None = None
     serving: dict[str, str] | None = None  # what the front's /version answered at the end of `up`
+    nodes: list[dict[str, Any]] = field(default_factory=list)       # [{name, role, addr, docker_host, state}]
+    tasks: dict[str, list[dict[str, str]]] = field(default_factory=dict)  # service -> [{node, state, image}]
+    connect: dict[str, Any] = field(default_factory=dict)           # the manager's three ways (--nodes N > 1)
 
     @property
     def healthy(self) -> bool:
@@ -115,8 +121,11 @@ class SandboxInfo:
             "app_dir": str(self.app_dir),
             "origin_dir": str(self.origin_dir),
             "stack": self.stack,
-            "services": {n: {k: s[k] for k in ("image", "replicas_running", "replicas_desired")}
+            "services": {n: {**{k: s[k] for k in ("image", "replicas_running", "replicas_desired")},
+                             "tasks": self.tasks.get(n, [])}
                          for n, s in self.services.items()},
+            "nodes": self.nodes,
+            "connect": self.connect,
             "name": self.name,
             "dir": str(self.dir),
             "config_path": str(self.config_path),
@@ -174,9 +183,38 @@ def _login(reg: Registry, config_dir: Path) -> None:
 
 
 def _deploy_env(st: State, front_port: int) -> dict[str, str]:
-    return {"IMAGE_APP": st.images["app"], "IMAGE_FRONT": st.images["front"], "IMAGE_DB": st.images["db"],
-            "IMAGE_EDGE": st.images["edge"],
-            "FRONT_PORT": str(front_port), "RELEASE_VERSION": st.release, "RELEASE_REVISION": st.revision}
+    env = {"IMAGE_APP": st.images["app"], "IMAGE_FRONT": st.images["front"], "IMAGE_DB": st.images["db"],
+           "IMAGE_EDGE": st.images["edge"],
+           "FRONT_PORT": str(front_port), "RELEASE_VERSION": st.release, "RELEASE_REVISION": st.revision}
+    if st.nodes:  # deployed on the nodes' manager, one phpha per node
+        env |= {"DOCKER_HOST": nodes_mod.unix_host(st.nodes), "PHPHA_REPLICAS": str(st.nodes["count"])}
+    return env
+
+
+def _overrides(st: State, app_dir: Path) -> tuple[Path, ...]:
+    return (app_dir / "deploy" / "stack.nodes.yml",) if st.nodes else ()
+
+
+def _registry(dir: Path, st: State) -> Registry:
+    """The sandbox's registry: 127.0.0.1, plain HTTP; with --nodes, on the bridge with TLS (the sandbox's CA)."""
+    if not st.nodes:
+        return Registry(dir, st.registry_port)
+    n = dir / "_nodes"
+    return Registry(dir, st.registry_port, addr=st.nodes["host_addr"],
+                    tls=(n / "registry-cert.pem", n / "registry-key.pem", n / "ca.pem"))
+
+
+def _front_url(st: State) -> str:
+    return f"http://{nodes_mod.manager(st.nodes)['addr'] if st.nodes else '127.0.0.1'}:{st.front_port}"
+
+
+def _stack_client(c, st: State):
+    """The engine the stack runs on: this one, or the manager of the sandbox's nodes."""
+    return nodes_mod.client(st.nodes, "manager") if st.nodes else c
+
+
+def _node_clients(st: State) -> dict | None:
+    return {n["hostname"]: nodes_mod.client(st.nodes, n["name"]) for n in st.nodes["nodes"]} if st.nodes else None
 
 
 def _pinned(reg: Registry, repo: str, tag: str) -> str | None:
@@ -223,12 +261,16 @@ def _build_and_push(reg: Registry, st: State, name: str, origin: Path, dir: Path
 
 # ---------------------------------------------------------------- up
 
-def up(dir: Path, name: str = "acme", registry_port: int | None = None, with_staging: bool = False) -> SandboxInfo:
+def up(dir: Path, name: str = "acme", registry_port: int | None = None, with_staging: bool = False,
+       nodes: int = 1) -> SandboxInfo:
     """Bring the sandbox up (idempotent). Progress goes to stderr; the result says what was reused.
 
     Every refusal comes before anything is started or written; should one still happen on a first
     `up` (a registry port taken meanwhile), what this run made is undone."""
     _check_name(name)
+    nodes_mod.check_count(nodes)
+    if nodes > 1 and with_staging:
+        raise UserError("--with-staging is for the one-engine sandbox: drop it, or --nodes")
     c = engine.client()
     dir = Path(dir).expanduser().absolute()
     st = State.load(dir) if dir.is_dir() else None
@@ -239,27 +281,37 @@ def up(dir: Path, name: str = "acme", registry_port: int | None = None, with_sta
                         "`stackpatch sandbox down` first")
     if registry_port is not None and not (1024 <= registry_port <= 65535):
         raise UserError(f"--registry-port {registry_port} is out of range: use a port in 1024-65535")
-    if registry_port is not None and st is None and not port_is_free(registry_port):
+    had = (st.nodes or {}).get("count", 1) if st is not None else None
+    if had is not None and had != nodes:
+        raise UserError(f"this sandbox has {had} node{'s' if had > 1 else ''}: pass --nodes {had}, or "
+                        "`stackpatch sandbox down` first")
+    if nodes > 1:
+        nodes_mod.preflight()
+    if registry_port is not None and st is None and nodes == 1 and not port_is_free(registry_port):
         raise UserError(f"--registry-port {registry_port}: the port is taken on 127.0.0.1 by another process: "
                         "choose a free port, or leave the option out to get one")
-    _preflight(c, dir, st, name)  # nothing is started or written before this passes
+    _preflight(c, dir, st, name, multi=nodes > 1)  # nothing is started or written before this passes
     fresh = st is None
     made_dir = not dir.exists()
     dir = _prepare_dir(dir)
     if st is None:
         st = State(name=name, registry_port=registry_port or free_port(), front_port=free_port())
+        if nodes > 1:
+            st.nodes = nodes_mod.plan(nodes)
     st.dir = str(dir)
     try:
         return _up(c, dir, st, with_staging)
     except UserError:
         if fresh:  # a first `up` refused half-way leaves nothing behind
+            if st.nodes:
+                nodes_mod.remove(dir, st.nodes, lambda: None)
             _remove_local(c, dir, st)
             if made_dir:
                 _rmdir_if_empty(dir)
         raise
 
 
-def _preflight(c, dir: Path, st: State | None, name: str) -> None:
+def _preflight(c, dir: Path, st: State | None, name: str, multi: bool = False) -> None:
     """Every check `up` can make before it changes anything: tools, swarm, stack ownership, ports."""
     if st is not None and st.dir and Path(st.dir) != dir.resolve():
         raise UserError(f"{dir / STATE} was written for the sandbox in {st.dir} (a copy?): use "
@@ -268,6 +320,8 @@ def _preflight(c, dir: Path, st: State | None, name: str) -> None:
     registry_exe()
     if not baseimage.exists(c):
         baseimage.mmdebstrap()
+    if multi:  # the stack runs on the nodes' own swarm, made by this sandbox: nothing of it on this engine
+        return
     engine.swarm_state(c)
     stack = f"{name}-prod"
     found = stack_mod.objects(c, stack)
@@ -293,16 +347,26 @@ def _up(c, dir: Path, st: State, with_staging: bool = False) -> SandboxInfo:
     app_dir, origin_dir = _paths(dir, name)
     config_dir = dir / "docker-config"
 
+    rec = st.nodes
     # swarm
-    how = engine.ensure_swarm(c)
-    if how == "reused":
-        report.reuse("the engine's swarm")
+    if rec:
+        def save() -> None:
+            st.save(dir)
+        save()
+        with timed(f"make {rec['count']} nodes' network: bridge {rec['bridge']} {rec['subnet']}, namespaces, CA"):
+            nodes_mod.make_pki(dir, rec, st.registry_port)
+            nodes_mod.make_network(dir, rec, save)
+            nodes_mod.trust_registry_on_host(dir, rec, save, _registry(dir, st).host)
     else:
-        report.did("swarm")
-        ui.ok("made the engine a one-node swarm (advertise 127.0.0.1)")
+        how = engine.ensure_swarm(c)
+        if how == "reused":
+            report.reuse("the engine's swarm")
+        else:
+            report.did("swarm")
+            ui.ok("made the engine a one-node swarm (advertise 127.0.0.1)")
 
     # registry
-    reg = Registry(dir, st.registry_port)
+    reg = _registry(dir, st)
     if reg.ensure_credentials():
         report.did("registry credentials")
     if reg.pid() and reg.answers():
@@ -313,6 +377,15 @@ def _up(c, dir: Path, st: State, with_staging: bool = False) -> SandboxInfo:
             reg.start()
         report.did("registry")
     st.save(dir)
+    if rec and nodes_mod.running(dir, rec):
+        nodes_mod.make_swarm(rec)  # checks every node is in the swarm and ready
+        report.reuse(f"{rec['count']} nodes ({', '.join(n['hostname'] for n in rec['nodes'])}) and the manager's sshd")
+    elif rec:
+        with timed(f"start {rec['count']} dockerd (empty image stores), swarm, the manager's sshd"):
+            nodes_mod.start_daemons(dir, rec, save, st.registry_port)
+            nodes_mod.make_swarm(rec)
+            nodes_mod.start_sshd(dir, rec, save)
+        report.did(f"{rec['count']} nodes")
     _login(reg, config_dir)
     ui.info(f"  [dim]docker login kept in {config_dir} (DOCKER_CONFIG); ~/.docker is untouched[/]")
 
@@ -327,8 +400,8 @@ def _up(c, dir: Path, st: State, with_staging: bool = False) -> SandboxInfo:
 
     # example repo
     values = {"REGISTRY": reg.host, "NAME": name, "ENV_FILE": str(reg.env_file), "BASE_IMAGE": st.base_image,
-              "DOCKER_HOST": engine.docker_host(), "STACK": st.stack,
-              "FRONT_URL": f"http://127.0.0.1:{st.front_port}"}
+              "DOCKER_HOST": nodes_mod.unix_host(rec) if rec else engine.docker_host(), "STACK": st.stack,
+              "FRONT_URL": _front_url(st)}
     if apprepo.is_valid(app_dir, origin_dir):
         st.revision = git.rev(apprepo.RELEASE, cwd=origin_dir) or ""
         report.reuse(f"app repo {app_dir} (release {apprepo.RELEASE} at {st.revision[:12]})")
@@ -369,7 +442,8 @@ def _up(c, dir: Path, st: State, with_staging: bool = False) -> SandboxInfo:
     st.save(dir)
 
     # stack
-    front_url = f"http://127.0.0.1:{st.front_port}"
+    front_url = _front_url(st)
+    c = _stack_client(c, st)  # the nodes' manager with --nodes
     foreign = stack_mod.not_owned(stack_mod.objects(c, st.stack), st.owned)
     if foreign:  # deployed by someone else since the preflight: up undoes this run's work
         raise UserError(f"stack {st.stack} appeared on this engine meanwhile and is not this sandbox's "
@@ -392,12 +466,13 @@ def _up(c, dir: Path, st: State, with_staging: bool = False) -> SandboxInfo:
         with timed(f"deploy stack {st.stack} from {apprepo.RELEASE} and wait until healthy"):
             try:
                 stack_mod.deploy(st.stack, app_dir / "deploy" / "stack.yml", _deploy_env(st, st.front_port),
-                                 config_dir)
+                                 config_dir, overrides=_overrides(st, app_dir))
                 stack_mod.wait_healthy(c, st.stack, set(SERVICES))
             finally:  # whatever the deploy made is this sandbox's: record it, even when the wait failed
                 _record_owned(c, dir, st)
         with timed("run migrations in phpfiles"):
-            stack_mod.run_in_service(c, st.stack, "phpfiles", ["python3", "/app/migrate.py"])
+            stack_mod.run_in_service(c, st.stack, "phpfiles", ["python3", "/app/migrate.py"],
+                                     node_clients=_node_clients(st))
         _record_owned(c, dir, st)  # the volumes the tasks made while starting
         report.did("stack")
     got = stack_mod.wait_version(front_url, expect_release, expect_revision)
@@ -426,11 +501,34 @@ def _record_owned(c, dir: Path, st: State) -> None:
 
 
 def _info(c, dir: Path, st: State) -> SandboxInfo:
-    reg = Registry(dir, st.registry_port)
+    reg = _registry(dir, st)
     app_dir, origin_dir = _paths(dir, st.name)
     pid = reg.pid()
+    if c is not None:
+        c = _stack_client(c, st)
+    nodes, tasks, connect = [], {}, {}
+    if st.nodes:
+        nodes = nodes_mod.nodes_status(st.nodes)
+        connect = {"unix": nodes_mod.unix_host(st.nodes), "ssh": nodes_mod.ssh_host(st.nodes),
+                   "tcp": nodes_mod.tcp_host(st.nodes), "tls_cert_path": str(nodes_mod.client_cert_dir(dir)),
+                   "ssh_home": str(nodes_mod.ssh_home(dir))}
+    elif c is not None:
+        try:
+            sw = c.info().get("Swarm") or {}
+            nodes = [{"name": n.attrs.get("Description", {}).get("Hostname", n.id),
+                      "role": n.attrs.get("Spec", {}).get("Role", "?"), "addr": n.attrs.get("Status", {}).get("Addr", ""),
+                      "docker_host": engine.docker_host() if n.id == sw.get("NodeID") else "",
+                      "state": n.attrs.get("Status", {}).get("State", "?")} for n in c.nodes.list()]
+        except Exception:  # noqa: BLE001 - not a swarm (any more): status reports what it can read
+            nodes = []
+    if c is not None:
+        try:
+            tasks = nodes_mod.tasks(c, st.stack)
+        except Exception:  # noqa: BLE001 - status reports what it can read
+            tasks = {}
     return SandboxInfo(
-        dir=dir, name=st.name, stack=st.stack, front_url=f"http://127.0.0.1:{st.front_port}",
+        nodes=nodes, tasks=tasks, connect=connect,
+        dir=dir, name=st.name, stack=st.stack, front_url=_front_url(st),
         front_port=st.front_port, registry=reg.host, registry_env_file=reg.env_file,
         registry_running=bool(pid), registry_pid=pid, docker_config=dir / "docker-config",
         app_dir=app_dir, origin_dir=origin_dir, config_path=app_dir / "stackpatch.toml",
@@ -470,7 +568,14 @@ def down(dir: Path, all: bool = False) -> dict[str, Any]:
                         f"`stackpatch sandbox down --dir {st.dir}` for that one; nothing was removed")
     c = engine.client()
     errors: list[str] = []
-    if st is not None:
+    if st is not None and st.nodes:  # the stack dies with the nodes' swarm: namespaces, daemons, bridge, CA
+        with timed(f"remove the {st.nodes['count']} nodes (daemons, namespaces, bridge {st.nodes['bridge']}, "
+                   "iptables rule, CA)"):
+            done["nodes"] = nodes_mod.remove(dir, st.nodes, lambda: st.save(dir))
+        if st.nodes["made"]:
+            raise FaultError(f"sandbox down could not remove {st.nodes['made'][0]}: run `stackpatch sandbox down` again")
+        done["registry_stopped"] = _remove_local(c, dir, st, files=False)
+    elif st is not None:
         found = stack_mod.objects(c, st.stack)
         done["left_alone"] = stack_mod.not_owned(found, st.owned)
         if done["left_alone"]:
@@ -504,7 +609,7 @@ def down(dir: Path, all: bool = False) -> dict[str, Any]:
 def _remove_local(c, dir: Path, st: State, files: bool = True) -> bool:
     """Stop this sandbox's registry (its pid file and config path prove it), remove the local tags of its
     images and (with files) what up wrote in dir. True when a registry was stopped."""
-    reg = Registry(dir, st.registry_port)
+    reg = _registry(dir, st)
     stopped = reg.stop()
     if stopped:
         ui.ok(f"stopped the registry on {reg.host}")
@@ -549,6 +654,8 @@ def fork(info: SandboxInfo, dst: Path, stack: str, timeout: float = 180) -> Fork
     the already pushed release images, healthy and migrated."""
     if not STACK_RE.match(stack):
         raise UserError(f"stack name {stack!r} is not valid: letters, digits, '_', '.', '-'")
+    if info.connect:
+        raise UserError("a fork is made on the one-engine sandbox: this one has several nodes (`up --nodes 1`)")
     c = engine.client()
     dst = Path(dst).resolve()
     dst.mkdir(parents=True, exist_ok=True)

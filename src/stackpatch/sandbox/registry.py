@@ -11,6 +11,7 @@ import secrets
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -42,12 +43,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def port_is_free(port: int) -> bool:
+def port_is_free(port: int, addr: str = "127.0.0.1") -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         # like the registry's own listener: connections left in TIME_WAIT do not make a port taken
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            s.bind(("127.0.0.1", port))
+            s.bind((addr, port))
         except OSError as e:
             if e.errno in (errno.EADDRINUSE, errno.EACCES):
                 return False
@@ -81,14 +82,27 @@ def _write_private(path: Path, text: str) -> None:
 
 
 class Registry:
-    def __init__(self, dir: Path, port: int) -> None:
+    """With `tls` (certificate, key, CA files): HTTPS on `addr` (the multi-node sandbox's bridge address),
+    the clients here verifying it against that CA; else plain HTTP on 127.0.0.1 (Docker's loopback rule)."""
+
+    def __init__(self, dir: Path, port: int, addr: str = "127.0.0.1",
+                 tls: tuple[Path, Path, Path] | None = None) -> None:
         self.dir = dir / "registry"
         self.port = port
+        self.addr = addr
+        self.tls = tls
         self.env_file = dir / "registry.env"
 
     @property
     def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.addr}:{self.port}"
+
+    @property
+    def base(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.host}"
+
+    def _context(self) -> ssl.SSLContext | None:
+        return ssl.create_default_context(cafile=str(self.tls[2])) if self.tls else None
 
     @property
     def pid_file(self) -> Path:
@@ -157,15 +171,16 @@ class Registry:
             "version": 0.1,
             "log": {"level": "info", "formatter": "text", "accesslog": {"disabled": True}},
             "storage": {"filesystem": {"rootdirectory": str(self.storage)}, "delete": {"enabled": True}},
-            "http": {"addr": self.host, "secret": secret_file.read_text().strip()},
+            "http": {"addr": self.host, "secret": secret_file.read_text().strip(),
+                     **({"tls": {"certificate": str(self.tls[0]), "key": str(self.tls[1])}} if self.tls else {})},
             "auth": {"htpasswd": {"realm": "stackpatch-sandbox", "path": str(self.dir / "htpasswd")}},
         }
         # YAML is a superset of JSON: no YAML library needed
         self.config_file.write_text(json.dumps(cfg, indent=2) + "\n")
 
     def start(self, timeout: float = 20) -> None:
-        if not port_is_free(self.port):
-            raise UserError(f"port {self.port} on 127.0.0.1 is taken by another process: free it, or use "
+        if not port_is_free(self.port, self.addr):
+            raise UserError(f"port {self.port} on {self.addr} is taken by another process: free it, or use "
                             "another --registry-port (or `stackpatch sandbox down` to start afresh)")
         exe = executable()
         self.write_config()
@@ -192,7 +207,7 @@ class Registry:
     def answers(self) -> bool:
         """True when /v2/ answers 401 (auth on) or 200."""
         try:
-            urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1)
+            urllib.request.urlopen(f"{self.base}/v2/", timeout=1, context=self._context())
             return True
         except urllib.error.HTTPError as e:
             return e.code in (401, 200)
@@ -222,10 +237,10 @@ class Registry:
 
     def manifest_digest(self, repository: str, tag: str) -> str | None:
         """The digest the registry holds for repository:tag, or None when it holds no such tag."""
-        req = urllib.request.Request(f"http://{self.host}/v2/{repository}/manifests/{tag}", method="HEAD",
+        req = urllib.request.Request(f"{self.base}/v2/{repository}/manifests/{tag}", method="HEAD",
                                      headers={"Accept": MANIFEST_TYPES, "Authorization": self._auth()})
         try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
+            with urllib.request.urlopen(req, timeout=10, context=self._context()) as resp:
                 return resp.headers.get("Docker-Content-Digest")
         except urllib.error.HTTPError as e:
             if e.code == 404:

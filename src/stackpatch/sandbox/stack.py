@@ -20,8 +20,12 @@ from stackpatch.sandbox import engine
 NS = "com.docker.stack.namespace"
 
 
-def deploy(stack: str, stack_file: Path, env: dict[str, str], config_dir: Path) -> None:
-    engine.cli("stack", "deploy", "--with-registry-auth", "--prune", "-c", str(stack_file), stack,
+def deploy(stack: str, stack_file: Path, env: dict[str, str], config_dir: Path,
+           overrides: tuple[Path, ...] = ()) -> None:
+    """`docker stack deploy` of stack_file (and override files merged over it) on the engine env's
+    DOCKER_HOST names (the process's own otherwise)."""
+    files = [a for f in (stack_file, *overrides) for a in ("-c", str(f))]
+    engine.cli("stack", "deploy", "--with-registry-auth", "--prune", *files, stack,
                config_dir=config_dir, env=env, cwd=stack_file.parent, what=f"docker stack deploy {stack}")
 
 
@@ -29,12 +33,20 @@ def services(c: docker.DockerClient, stack: str) -> list[Any]:
     return c.services.list(filters={"label": f"{NS}={stack}"})
 
 
-def _healthy(c: docker.DockerClient, task: dict) -> bool:
+def _local_node(c: docker.DockerClient) -> str:
+    return (c.info().get("Swarm") or {}).get("NodeID", "")
+
+
+def _healthy(c: docker.DockerClient, task: dict, local_node: str | None = None) -> bool:
     if task.get("Status", {}).get("State") != "running":
         return False
     cid = task.get("Status", {}).get("ContainerStatus", {}).get("ContainerID")
     if not cid:
         return False
+    if local_node is not None and task.get("NodeID") != local_node:
+        # on another node (a multi-node sandbox): swarm reports a task with a healthcheck `running` only
+        # once its container is healthy ("starting" before)
+        return True
     try:
         state = c.api.inspect_container(cid)["State"]
     except NotFound:
@@ -50,6 +62,7 @@ def service_state(c: docker.DockerClient, svc: Any) -> dict[str, Any]:
     image = spec["TaskTemplate"]["ContainerSpec"]["Image"]
     running = 0
     error = ""
+    local = _local_node(c)
     for t in c.api.tasks(filters={"service": svc.id}):
         if t.get("DesiredState") != "running":
             if t.get("Status", {}).get("Err") and not error:
@@ -57,7 +70,7 @@ def service_state(c: docker.DockerClient, svc: Any) -> dict[str, Any]:
             continue
         if t.get("Spec", {}).get("ContainerSpec", {}).get("Image") != image:
             continue
-        if _healthy(c, t):
+        if _healthy(c, t, local):
             running += 1
     return {"image": image, "replicas_running": running, "replicas_desired": desired, "error": error,
             "labels": dict(spec.get("Labels") or {})}
@@ -94,9 +107,17 @@ def wait_healthy(c: docker.DockerClient, stack: str, expected: set[str], timeout
         time.sleep(0.5)
 
 
-def run_in_service(c: docker.DockerClient, stack: str, service: str, argv: list[str]) -> str:
-    """Run argv once in a running task of stack_service (this one-node swarm's local container)."""
+def run_in_service(c: docker.DockerClient, stack: str, service: str, argv: list[str],
+                   node_clients: dict[str, docker.DockerClient] | None = None) -> str:
+    """Run argv once in a running task of stack_service: a local container, or (node_clients: the
+    engine of each node by hostname, a multi-node sandbox) one on the node that runs it."""
     name = f"{stack}_{service}"
+    if node_clients:
+        hosts = {n.id: n.attrs.get("Description", {}).get("Hostname") for n in c.nodes.list()}
+        for t in c.api.tasks(filters={"service": name, "desired-state": "running"}):
+            if t.get("Status", {}).get("State") == "running" and hosts.get(t.get("NodeID")) in node_clients:
+                c = node_clients[hosts[t["NodeID"]]]
+                break
     containers = c.containers.list(filters={"label": f"com.docker.swarm.service.name={name}", "status": "running"})
     if not containers:
         raise FaultError(f"no running container of {name} to run {' '.join(argv)} in")
