@@ -59,17 +59,17 @@ from benchmarks import builddir_bench, measure, schema  # noqa: E402
 
 CLI = str(Path(sys.executable).with_name("stackpatch"))
 SCRIPT = ROOT / "benchmarks" / "manual_routine.sh"
+COMPETENT = ROOT / "benchmarks" / "competent_script.py"
 RESULTS = ROOT / "benchmarks" / "results"
 RELEASE = "26.11.1"
 HOTFIX = "26.11.1b"
 WARMUP = "26.11.1z"
-FIX_LINE = "# 26.11.1b: one-line hotfix\n"
 IDENTITY = ("-c", "user.name=stackpatch bench", "-c", "user.email=bench@stackpatch.invalid")
 
 # the journal steps that are docker build, docker push, task start or health waits (see the module doc)
 WAIT_PREFIXES = ("update:", "gate:", "serving")
 WAIT_STEPS = {"migrate"}
-BUILD_WAITS = {"verify", "push"}
+BUILD_WAITS = {"verify", "push"}   # `tag` (release tags onto the pushed manifest, after verify) is stackpatch's own
 
 
 def log(msg: str) -> None:
@@ -107,8 +107,12 @@ def stackpatch_phases(records: list[dict], t_start: float, t_end: float,
         return next((ts for ts, line in err_lines if ts >= after - 0.05 and rx.search(line)), None)
 
     phases: dict[str, list[float]] = {}
+    # since issue 13, verify runs while the push does (`tag` then puts the release tags on): both start
+    # where the builds ended
+    beside = {"verify", "push"} if "tag" in bt else set()
     if announced(r"sync the clean build directory", t_start) is not None:
         t = t_start
+        t_split = None
         for name in bt:
             if name in ("workdir",):
                 pat = r"sync the clean build directory"
@@ -116,17 +120,34 @@ def stackpatch_phases(records: list[dict], t_start: float, t_end: float,
                 pat = r"\bbuild \S*" + re.escape(name.split(":", 1)[1]) + r"\S*:"
             elif name.startswith("push"):
                 pat = r"\bpush \S+"
+            elif name == "verify":
+                pat = r"verify: deploying throwaway stack"
+            elif name == "tag":
+                pat = r"\btag \S+"
             else:
                 pat = None
-            at = announced(pat, t) if pat else None
-            s = at if at is not None and at >= t else t
+            if name in beside:
+                t_split = t if t_split is None else t_split
+                base = t_split
+            else:
+                base = t
+            at = announced(pat, base) if pat else None
+            s = at if at is not None and at >= base else base
             phases[name] = [s, s + float(bt[name])]
-            t = s + float(bt[name])
-    else:  # no stderr to anchor them: end to end, ending at the run-start record
-        t = start["ts"] - sum(float(v) for v in bt.values())
+            t = max(t, s + float(bt[name]))
+    else:  # no stderr to anchor them: end to end (verify beside the push), ending at the run-start record
+        total = sum(float(v) for k, v in bt.items() if k not in beside) + max(
+            (float(bt[k]) for k in beside), default=0.0)
+        t = start["ts"] - total
+        t_split = None
         for name, v in bt.items():
-            phases[name] = [t, t + float(v)]
-            t += float(v)
+            if name in beside:
+                t_split = t if t_split is None else t_split
+                phases[name] = [t_split, t_split + float(v)]
+                t = max(t, t_split + float(v))
+            else:
+                phases[name] = [t, t + float(v)]
+                t += float(v)
     first = min((v[0] for v in phases.values()), default=start["ts"])
     if first > t_start:
         phases = {"plan": [t_start, first], **phases}
@@ -150,16 +171,98 @@ def overhead(phases: dict[str, list[float]], wall_s: float, lead_s: float | None
     """stackpatch's own time: the wall time minus docker build, push, task start and health waits.
     `phases` are [start, end] in seconds since the command started. With `lead_s`, the same share is also
     computed over [0, lead time] only (until the new revision serves)."""
-    waits = sum(b - a for k, (a, b) in phases.items() if is_wait(k))
+    waits = covered([v for k, v in phases.items() if is_wait(k)])
     own = {k: round(b - a, 3) for k, (a, b) in phases.items() if not is_wait(k)}
-    own["between steps"] = round(max(0.0, wall_s - sum(b - a for a, b in phases.values())), 3)
+    own["between steps"] = round(max(0.0, wall_s - covered(list(phases.values()))), 3)
     over = max(0.0, wall_s - waits)
     out = {"overhead_share": round(over / wall_s, 4) if wall_s > 0 else 0.0, "overhead_s": round(over, 3),
            "waits_s": round(waits, 3), "overhead_parts_s": own}
     if lead_s:
-        in_lead = sum(max(0.0, min(b, lead_s) - max(a, 0.0)) for k, (a, b) in phases.items() if is_wait(k))
+        in_lead = covered([[max(a, 0.0), min(b, lead_s)] for k, (a, b) in phases.items() if is_wait(k)])
         out["overhead_share_of_lead_time"] = round(max(0.0, lead_s - in_lead) / lead_s, 4)
     return out
+
+
+def covered(spans: list) -> float:
+    """Seconds covered by the union of [start, end] spans (phases that overlap count once)."""
+    total, end = 0.0, None
+    for a, b in sorted((a, b) for a, b in spans if b > a):
+        if end is None or a > end:
+            total += b - a
+            end = b
+        elif b > end:
+            total += b - end
+            end = b
+    return total
+
+
+# ------------------------------------------------------------------ the limit line (issue 13, item 4)
+
+def limit_figures(records: list[dict], err_lines: list[tuple[float, str]]) -> dict[str, Any] | None:
+    """What no tool can beat on this app and machine, each part measured in this ship: the build of the
+    changed layers (Σ build:<image>) + the push of the changed bytes (push) + per wave, one task start and
+    its first passing health check: from the wave's first update intent (journal) to the first stderr
+    line saying a task of the wave runs the new image ("<service>: 1/N running on the new image").
+    None when a wave's first healthy task is not in the lines."""
+    start = next(r for r in records if r["kind"] == "run-start")
+    bt = start.get("build_timings") or {}
+    parts = {k: round(float(v), 3) for k, v in bt.items() if k.startswith("build:") or k == "push"}
+    waves: dict[str, tuple[float, list[str]]] = {}
+    for r in records:
+        if r["kind"] == "intent" and r.get("step_kind") == "update" and not r.get("undo"):
+            t, svcs = waves.get(r["wave"], (r["ts"], []))
+            waves[r["wave"]] = (min(t, r["ts"]), svcs + [r["service"]])
+    for wave, (t, svcs) in waves.items():
+        rx = re.compile(r"^(?:" + "|".join(re.escape(x) for x in svcs) + r"): [1-9]\d*/\d+ running on the new image")
+        first = next((ts for ts, line in err_lines if ts >= t and rx.search(line.strip())), None)
+        if first is None:
+            return None
+        parts[f"first healthy task:{wave}"] = round(first - t, 3)
+    return {"limit_s": round(sum(parts.values()), 3), "parts_s": parts}
+
+
+# ------------------------------------------------------------------ several runs of one contender
+
+# each run keeps these (the contender's own keys), plus max_latency_s
+RUN_KEYS = ("lead_time_s", "failed_requests", "total_requests", "longest_gap_s", "p50_ms", "p99_ms", "phases",
+            "overhead_share", "overhead_share_of_lead_time", "overhead_s", "command_s", "max_ms", "p99_during_ms",
+            "rate", "post_requests", "post_applied_twice", "post_lost", "limit_s", "revision", "exit_code")
+MEDIAN_KEYS = ("lead_time_s", "failed_requests", "total_requests", "longest_gap_s", "p50_ms", "p99_ms",
+               "overhead_share", "overhead_share_of_lead_time", "overhead_s", "command_s", "p99_during_ms",
+               "post_requests", "post_applied_twice", "post_lost", "limit_s")
+RANGE_KEYS = ("lead_time_s", "command_s", "failed_requests", "longest_gap_s", "p99_ms", "max_latency_s",
+              "overhead_share")
+
+
+def run_record(c: dict[str, Any]) -> dict[str, Any]:
+    """One run as the results file lists it under the contender's `runs`."""
+    r = {k: c[k] for k in RUN_KEYS if k in c}
+    r["max_latency_s"] = round(c["max_ms"] / 1000, 3) if c.get("max_ms") is not None else None
+    return r
+
+
+def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """A contender's figures over its runs: each headline figure is the median over the runs (the lower
+    middle value for counts), each phase its median; the rest (revisions, command, baseline…) is the
+    run whose lead time is the median. Adds `runs`, `range` ([min, max] per figure, over the runs) and
+    `max_latency_s` (the slowest request of any run)."""
+    import statistics
+    recs = [run_record(r) for r in runs]
+    base = dict(sorted(runs, key=lambda r: r["lead_time_s"])[(len(runs) - 1) // 2])
+    for k in MEDIAN_KEYS:
+        vals = [r.get(k) for r in recs]
+        if vals and all(v is not None for v in vals):
+            base[k] = (statistics.median_low(vals) if all(isinstance(v, int) for v in vals)
+                       else round(statistics.median(vals), 4))
+    names = list(dict.fromkeys(k for r in recs for k in r["phases"]))
+    base["phases"] = {k: round(statistics.median([r["phases"][k] for r in recs if k in r["phases"]]), 3)
+                      for k in names}
+    lat = [r["max_latency_s"] for r in recs if r["max_latency_s"] is not None]
+    base["max_latency_s"] = max(lat) if lat else None
+    base["range"] = {k: [min(v), max(v)] for k in RANGE_KEYS
+                     if (v := [r[k] for r in recs if r.get(k) is not None]) and len(v) == len(recs)}
+    base["runs"] = recs
+    return base
 
 
 # ------------------------------------------------------------------ results
@@ -185,6 +288,7 @@ def compact_revisions(runs: list[dict], new: str) -> dict[str, Any]:
 
 def targets(results: dict) -> dict[str, Any]:
     sp, mr = results["contenders"]["stackpatch"], results["contenders"]["manual_routine"]
+    cs = results["contenders"].get("competent_script")
     bd = results["build_dir"]
     ratio = mr["lead_time_s"] / sp["lead_time_s"] if sp["lead_time_s"] else None
     out: dict[str, Any] = {
@@ -193,6 +297,11 @@ def targets(results: dict) -> dict[str, Any]:
         "lead_time_5x_shorter": {"met": ratio is not None and ratio >= 5, "value": round(ratio or 0, 2), "target": 5},
         "overhead_le_10pct": {"met": sp["overhead_share"] <= 0.10, "value": sp["overhead_share"], "target": 0.10},
     }
+    # issue 13: within 1.3x the competent script's lead time, overhead at most 5 %
+    if cs:
+        vs = sp["lead_time_s"] / cs["lead_time_s"]
+        out["lead_time_le_1_3x_competent"] = {"met": vs <= 1.3, "value": round(vs, 2), "target": 1.3}
+    out["overhead_le_5pct"] = {"met": sp["overhead_share"] <= 0.05, "value": sp["overhead_share"], "target": 0.05}
     # issue 16: POSTs never applied twice, p99 during the patch within 2x the p99 before, nothing over 1 s
     if sp.get("post_applied_twice") is not None:
         out["stackpatch_no_post_applied_twice"] = {"met": sp["post_applied_twice"] == 0,
@@ -216,10 +325,13 @@ def targets(results: dict) -> dict[str, Any]:
     return out
 
 
-def assemble(machine: dict, stackpatch: dict, manual: dict, build_dir: dict, **meta: Any) -> dict[str, Any]:
+def assemble(machine: dict, stackpatch: dict, manual: dict, build_dir: dict, competent: dict | None = None,
+             **meta: Any) -> dict[str, Any]:
     """The results file: checked against benchmarks/schema.py before it is returned."""
-    results = {"machine": machine, "contenders": {"stackpatch": stackpatch, "manual_routine": manual},
-               "build_dir": build_dir, **meta}
+    contenders = {"stackpatch": stackpatch, "manual_routine": manual}
+    if competent is not None:
+        contenders["competent_script"] = competent
+    results = {"machine": machine, "contenders": contenders, "build_dir": build_dir, **meta}
     schema.validate(results)
     results["targets"] = targets(results)
     schema.validate(results)
@@ -350,8 +462,119 @@ def make_fork(info, root: Path, label: str, cleanup: Cleanup):
     return api.fork(info, root / label, stack)
 
 
-def run(args: argparse.Namespace) -> int:
+def run_stackpatch(args, info, root: Path, raw: Path, env: dict, cdn: str, cleanup: Cleanup, k: int, version: str,
+                   tag: str, warm_s: float) -> dict[str, Any]:
+    """stackpatch ship, on a fresh fork whose build dir an earlier ship left at 26.11.1."""
     from stackpatch.images import workdir as workdir_mod
+    from stackpatch.sandbox import api
+    fork = make_fork(info, root, f"sp{k}", cleanup)
+    with fork.config_path.open("a") as f:
+        f.write(cdn)
+    old_env = os.environ.get("STACKPATCH_CACHE_DIR")
+    os.environ["STACKPATCH_CACHE_DIR"] = env["STACKPATCH_CACHE_DIR"]
+    try:
+        workdir_mod.sync(fork.app_dir, "origin", _git("rev-parse", f"{RELEASE}^{{commit}}", cwd=fork.app_dir))
+    finally:
+        if old_env is None:
+            os.environ.pop("STACKPATCH_CACHE_DIR", None)
+        else:
+            os.environ["STACKPATCH_CACHE_DIR"] = old_env
+    sha = one_line_fix(fork.app_dir, fix_line("stackpatch", k), with_start=True, env=env, version=version)
+    time.sleep(1.1)  # the build dir was synced before the hotfix was written (no "racily clean" files)
+    run_info: dict[str, Any] = {}
+
+    def sp_phases(stdout: str, err_lines: list[tuple[float, str]], t_start: float,
+                  t_end: float) -> dict[str, list[float]]:
+        out = json.loads(stdout) if stdout.strip() else {}
+        run_info["ship"] = out
+        if not out.get("run") and not any((fork.app_dir / ".stackpatch" / "runs").glob("*.jsonl")):
+            return {}  # it stopped before the deploy (no journal): the exit code says so, below
+        recs = journal_records(fork.app_dir, (out.get("run") or {}).get("run_id"))
+        run_info["limit"] = limit_figures(recs, err_lines)
+        return stackpatch_phases(recs, t_start, t_end, err_lines)
+
+    log(f"stackpatch ship{tag} under {args.rate:g} req/s ({args.post_share:.0%} POSTs) on {fork.front_url}")
+    sp = asyncio.run(measure.measure(
+        f"{fork.front_url}/version", [CLI, "ship", "--yes", "--json"], raw, run_name("stackpatch", k), rate=args.rate,
+        before=args.before, after=args.after, revision=sha, cwd=fork.app_dir, env=env, phases_hook=sp_phases,
+        command_timeout=args.command_timeout, max_duration=args.command_timeout + 120,
+        post_share=args.post_share, stack=fork.stack, timeout=args.request_timeout,
+        title=f"stackpatch ship --yes: {RELEASE} → {version}, {args.rate:g} req/s{tag}"))
+    if sp["exit_code"] != 0:
+        raise RuntimeError(f"stackpatch ship failed (exit {sp['exit_code']}); see {raw}/{run_name('stackpatch', k)}.log")
+    sp.update(overhead(sp["phase_times"], sp["command_s"], sp["lead_time_s"]))
+    sp["revision"] = sha
+    ship = run_info.get("ship") or {}
+    sp["ship_timings"] = ship.get("timings")
+    sp["run_state"] = (ship.get("run") or {}).get("state")
+    sp["workdir_cold"] = ship.get("workdir_cold")
+    sp["warmup_ship_s"] = round(warm_s, 2)
+    if run_info.get("limit"):
+        sp["limit_s"] = run_info["limit"]["limit_s"]
+        sp["limit_parts_s"] = run_info["limit"]["parts_s"]
+    shutil.copy(fork.app_dir / ".stackpatch" / "runs" / f"{(ship.get('run') or {}).get('run_id')}.jsonl",
+                raw / f"stackpatch-journal-{k + 1}.jsonl")
+    api.remove_stack(fork.stack)
+    return sp
+
+
+def run_manual(args, info, root: Path, raw: Path, name: str, user: str, password: str, cleanup: Cleanup, k: int,
+               tag: str) -> dict[str, Any]:
+    """benchmarks/manual_routine.sh on a fresh fork."""
+    argv = ["bash", str(SCRIPT), "--version", HOTFIX, "--registry", f"{info.registry}/{name}",
+            "--base-image", info.base_image]
+    return run_script(args, info, root, raw, cleanup, k, tag, "manual_routine", argv, (user, password),
+                      "manual routine script")
+
+
+def run_competent(args, info, root: Path, raw: Path, name: str, user: str, password: str, cleanup: Cleanup,
+                  k: int, tag: str, workdir: Path) -> dict[str, Any]:
+    """benchmarks/competent_script.py on a fresh fork; its checkout is kept in `workdir` across its runs
+    and, like stackpatch's build dir, made once at 26.11.1 before its first measured run."""
+    argv = [sys.executable, str(COMPETENT), "--version", HOTFIX, "--registry", f"{info.registry}/{name}",
+            "--base-image", info.base_image, "--workdir", str(workdir)]
+    return run_script(args, info, root, raw, cleanup, k, tag, "competent_script", argv, (user, password),
+                      "competent script (cached build, start-first)", kept_checkout=workdir / "src")
+
+
+def run_script(args, info, root: Path, raw: Path, cleanup: Cleanup, k: int, tag: str, contender: str,
+               argv: list[str], login: tuple[str, str], title: str, kept_checkout: Path | None = None) -> dict[str, Any]:
+    """A script contender (argv, to which the fork's --repo, --ref and --stack are added) on a fresh fork,
+    after the same one-line fix, pushed by hand on hotfix/<HOTFIX>."""
+    from stackpatch import git
+    from stackpatch.sandbox import api
+    fork = make_fork(info, root, f"{contender.split('_')[0]}{k}", cleanup)
+    if kept_checkout is not None and not (kept_checkout / ".git").is_dir():
+        git.run("clone", "--quiet", "--", str(fork.origin_dir), str(kept_checkout), cwd=root)
+        git.run("checkout", "--quiet", "--detach", RELEASE, cwd=kept_checkout)
+    sha = one_line_fix(fork.app_dir, fix_line(contender, k), with_start=False, env={})
+    argv = argv + ["--repo", str(fork.origin_dir), "--ref", f"hotfix/{HOTFIX}", "--stack", fork.stack]
+    log(f"{contender.replace('_', ' ')}{tag} under {args.rate:g} req/s ({args.post_share:.0%} POSTs) on {fork.front_url}")
+    figures = asyncio.run(measure.measure(
+        f"{fork.front_url}/version", argv, raw, run_name(contender, k), rate=args.rate, before=args.before,
+        after=args.after, revision=sha, env={"REGISTRY_USER": login[0], "REGISTRY_PASSWORD": login[1]},
+        command_timeout=args.command_timeout, max_duration=args.command_timeout + 120,
+        post_share=args.post_share, stack=fork.stack, timeout=args.request_timeout,
+        title=f"{title}: {RELEASE} → {HOTFIX}, {args.rate:g} req/s{tag}"))
+    if figures["exit_code"] != 0:
+        raise RuntimeError(f"the {contender.replace('_', ' ')} failed (exit {figures['exit_code']}); "
+                           f"see {raw}/{run_name(contender, k)}.log")
+    api.remove_stack(fork.stack)
+    return figures
+
+
+def run_name(contender: str, k: int) -> str:
+    """The files of a run in .bench/<stem>/: NAME.jsonl, NAME.png, NAME.log… (the first run keeps the bare name)."""
+    return contender if k == 0 else f"{contender}-run{k + 1}"
+
+
+def fix_line(contender: str, k: int) -> str:
+    """The one-line hotfix, distinct per contender and run: every run commits its own sha (forks share
+    the registry namespace, and `git-commit-<sha7>` tags are never reused)."""
+    return f"# {HOTFIX}: one-line hotfix ({contender}, run {k + 1})\n"
+
+
+def run(args: argparse.Namespace) -> int:
     from stackpatch.sandbox import api
     from tests.fakes.cloudflare import FakeCloudflare
 
@@ -403,66 +626,20 @@ def run(args: argparse.Namespace) -> int:
             raise RuntimeError(f"the warm-up ship failed (exit {r.returncode}): {r.stderr[-1500:]}")
         api.remove_stack(warm.stack)
 
-        # stackpatch, on a fresh fork whose build dir an earlier ship left at 26.11.1
-        fork = make_fork(info, root, "sp", cleanup)
-        with fork.config_path.open("a") as f:
-            f.write(cdn)
-        old_env = os.environ.get("STACKPATCH_CACHE_DIR")
-        os.environ["STACKPATCH_CACHE_DIR"] = env["STACKPATCH_CACHE_DIR"]
-        try:
-            workdir_mod.sync(fork.app_dir, "origin", _git("rev-parse", f"{RELEASE}^{{commit}}", cwd=fork.app_dir))
-        finally:
-            if old_env is None:
-                os.environ.pop("STACKPATCH_CACHE_DIR", None)
-            else:
-                os.environ["STACKPATCH_CACHE_DIR"] = old_env
-        sha = one_line_fix(fork.app_dir, FIX_LINE, with_start=True, env=env)
-        time.sleep(1.1)  # the build dir was synced before the hotfix was written (no "racily clean" files)
-        run_info: dict[str, Any] = {}
-
-        def sp_phases(stdout: str, err_lines: list[tuple[float, str]], t_start: float,
-                      t_end: float) -> dict[str, list[float]]:
-            out = json.loads(stdout) if stdout.strip() else {}
-            run_info["ship"] = out
-            recs = journal_records(fork.app_dir, (out.get("run") or {}).get("run_id"))
-            return stackpatch_phases(recs, t_start, t_end, err_lines)
-
-        log(f"stackpatch ship under {args.rate:g} req/s ({args.post_share:.0%} POSTs) on {fork.front_url}")
-        sp = asyncio.run(measure.measure(
-            f"{fork.front_url}/version", [CLI, "ship", "--yes", "--json"], raw, "stackpatch", rate=args.rate,
-            before=args.before, after=args.after, revision=sha, cwd=fork.app_dir, env=env, phases_hook=sp_phases,
-            command_timeout=args.command_timeout, max_duration=args.command_timeout + 120,
-            post_share=args.post_share, stack=fork.stack, timeout=args.request_timeout,
-            title=f"stackpatch ship --yes: {RELEASE} → {HOTFIX}, {args.rate:g} req/s"))
-        if sp["exit_code"] != 0:
-            raise RuntimeError(f"stackpatch ship failed (exit {sp['exit_code']}); see {raw}/stackpatch.log")
-        sp.update(overhead(sp["phase_times"], sp["command_s"], sp["lead_time_s"]))
-        sp["revision"] = sha
-        ship = run_info.get("ship") or {}
-        sp["ship_timings"] = ship.get("timings")
-        sp["run_state"] = (ship.get("run") or {}).get("state")
-        sp["workdir_cold"] = ship.get("workdir_cold")
-        sp["warmup_ship_s"] = round(warm_s, 2)
-        shutil.copy(fork.app_dir / ".stackpatch" / "runs" / f"{(ship.get('run') or {}).get('run_id')}.jsonl",
-                    raw / "stackpatch-journal.jsonl")
-        api.remove_stack(fork.stack)
-
-        # the manual routine, on another fresh fork
-        mfork = make_fork(info, root, "manual", cleanup)
-        msha = one_line_fix(mfork.app_dir, FIX_LINE, with_start=False, env=env)
-        argv = ["bash", str(SCRIPT), "--repo", str(mfork.origin_dir), "--ref", f"hotfix/{HOTFIX}",
-                "--version", HOTFIX, "--registry", f"{info.registry}/{name}", "--stack", mfork.stack,
-                "--base-image", info.base_image]
-        log(f"manual routine under {args.rate:g} req/s ({args.post_share:.0%} POSTs) on {mfork.front_url}")
-        mr = asyncio.run(measure.measure(
-            f"{mfork.front_url}/version", argv, raw, "manual_routine", rate=args.rate, before=args.before,
-            after=args.after, revision=msha, env={"REGISTRY_USER": user, "REGISTRY_PASSWORD": password},
-            command_timeout=args.command_timeout, max_duration=args.command_timeout + 120,
-            post_share=args.post_share, stack=mfork.stack, timeout=args.request_timeout,
-            title=f"manual routine script: {RELEASE} → {HOTFIX}, {args.rate:g} req/s"))
-        if mr["exit_code"] != 0:
-            raise RuntimeError(f"the manual routine failed (exit {mr['exit_code']}); see {raw}/manual_routine.log")
-        api.remove_stack(mfork.stack)
+        sp_runs: list[dict] = []
+        mr_runs: list[dict] = []
+        cs_runs: list[dict] = []
+        competent_dir = root / "competent"   # the competent script's kept checkout, across its runs
+        for k in range(args.runs):
+            # one round: each contender once, in turn (a load that changes hits each alike); every run has
+            # its own fork, its own one-line fix (its own sha) and, for stackpatch, its own version
+            version = HOTFIX if k == 0 else f"{RELEASE}{chr(ord('b') + k)}"
+            tag = f" (run {k + 1} of {args.runs})" if args.runs > 1 else ""
+            sp_runs.append(run_stackpatch(args, info, root, raw, env, cdn, cleanup, k, version, tag, warm_s))
+            mr_runs.append(run_manual(args, info, root, raw, name, user, password, cleanup, k, tag))
+            if args.competent:
+                cs_runs.append(run_competent(args, info, root, raw, name, user, password, cleanup, k, tag,
+                                             competent_dir))
     finally:
         failed = cleanup.run()
     if failed:
@@ -474,21 +651,31 @@ def run(args: argparse.Namespace) -> int:
         bd["scaling"] = [builddir_bench.measure(int(n), None, args.repeat) for n in args.scaling.split(",") if n.strip()]
 
     m["load_average_end"] = [round(x, 2) for x in os.getloadavg()]
-    for c in (sp, mr):
+    for c in sp_runs + mr_runs + cs_runs:
         c["revisions"] = compact_revisions(c.pop("revisions"), c["revision"])
         c["command"] = [Path(a).name if a.startswith(str(ROOT)) or a == CLI else a for a in c["command"]]
-    results = assemble(m, sp, mr, bd, date=stamp, generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    sp, mr = combine(sp_runs), combine(mr_runs)
+    cs = combine(cs_runs) if cs_runs else None
+    limit = {}
+    if all(r.get("limit_s") for r in sp_runs):
+        import statistics
+        limit = {"limit_s": round(statistics.median(r["limit_s"] for r in sp_runs), 3),
+                 "limit_parts_s": sp.get("limit_parts_s"),
+                 "ship_over_limit": round(sp["command_s"] / statistics.median(r["limit_s"] for r in sp_runs), 2),
+                 "lead_time_over_limit": round(sp["lead_time_s"] / statistics.median(r["limit_s"] for r in sp_runs), 2)}
+    results = assemble(m, sp, mr, bd, cs, **limit, runs_per_contender=args.runs, date=stamp, generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                        bench={"rate": args.rate, "post_share": args.post_share, "request_timeout_s": args.request_timeout,
                               "before_s": args.before, "after_s": args.after, "sandbox": name,
                               "sandbox_up_s": round(sandbox_s, 1), "total_s": round(time.time() - t_bench, 1),
                               "hotfix": f"{RELEASE} → {HOTFIX}, one line appended to app/server.py",
                               "cdn": "stackpatch purges a local server speaking Cloudflare's API; the manual "
-                                     "script does not purge (step 9 is by hand)"})
+                                     "script does not purge (step 9 is by hand), nor does the competent script"})
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{stem}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
-    for c in ("stackpatch", "manual_routine"):
-        shutil.copy(raw / f"{c}.png", RESULTS / f"{stem}-{c.replace('_', '-')}.png")
+    for c in ("stackpatch", "manual_routine", "competent_script"):
+        if (raw / f"{c}.png").exists():  # the chart of the contender's last run
+            shutil.copy(raw / f"{c}.png", RESULTS / f"{stem}-{c.replace('_', '-')}.png")
     if (raw / "ship-profile.txt").exists():
         shutil.copy(raw / "ship-profile.txt", RESULTS / f"{stem}-ship-profile.txt")
     log(f"wrote {out} (raw requests and logs in {raw})")
@@ -514,7 +701,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-profile", dest="profile", action="store_false",
                     help="do not run the warm-up ship under pyinstrument (default: profile it when installed)")
     ap.add_argument("--max-minutes", type=float, default=45, help="the whole benchmark's bound")
+    ap.add_argument("--runs", type=int, default=1,
+                    help="runs per contender (issue 13 asks for 3 or more: medians, with the range)")
+    ap.add_argument("--no-competent", dest="competent", action="store_false",
+                    help="leave out the third contender, benchmarks/competent_script.py")
     args = ap.parse_args(argv)
+    if not 1 <= args.runs <= 20:
+        ap.error("--runs must be between 1 and 20")
     if args.profile and importlib.util.find_spec("pyinstrument") is None:
         log("pyinstrument is not installed (pip install pyinstrument): the warm-up ship is not profiled")
         args.profile = False

@@ -8,6 +8,9 @@ with C = {"failed_requests", "total_requests", "longest_gap_s", "p50_ms", "p99_m
           "phases": {name: seconds}}, and stackpatch's C adds "overhead_share" (0-1).
 Since issue 16 every contender also records "rate" (requests/s offered), "post_requests" (POSTs among
 them) and "post_applied_twice" (POSTs that left two rows or more); files from before lack them.
+Since issue 13: "contenders.competent_script" (a third contender, C), per contender "runs" (one object
+per run with C's keys, stackpatch's with overhead_share, each with "max_latency_s"), "max_latency_s",
+"range" ({figure: [min, max]}); C's own figures are the medians; top level "limit_s" (the limit line).
 More keys are allowed everywhere (the file holds every figure).
 """
 
@@ -37,7 +40,8 @@ class Machine(_Open):
     hostname: str | None = None
 
 
-class Contender(_Open):
+class Figures(_Open):
+    """The figures of one run of a command under load."""
     failed_requests: int = Field(..., ge=0)
     total_requests: int = Field(..., ge=0)
     longest_gap_s: float = Field(..., ge=0)
@@ -50,7 +54,7 @@ class Contender(_Open):
     post_applied_twice: int | None = Field(None, ge=0)     # POSTs with more than one row; None: not counted
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Contender":
+    def _consistent(self) -> "Figures":
         if self.failed_requests > self.total_requests:
             raise ValueError("failed_requests is larger than total_requests")
         if self.post_requests is not None and self.post_requests > self.total_requests:
@@ -72,13 +76,42 @@ class Contender(_Open):
         return self
 
 
+class Run(Figures):
+    """One run of a contender (issue 13): the contender's keys, plus its slowest request."""
+    max_latency_s: float | None = Field(None, ge=0)
+    overhead_share: float | None = Field(None, ge=0, le=1)
+
+
+class Contender(Figures):
+    """A contender: its figures (the medians over its runs), and its runs since issue 13."""
+    runs: list[Run] | None = None
+    max_latency_s: float | None = Field(None, ge=0)   # the slowest request of any run
+    range: dict[str, list[float]] | None = None       # [min, max] per figure over the runs
+
+    @model_validator(mode="after")
+    def _runs(self) -> "Contender":
+        if self.runs is not None and not self.runs:
+            raise ValueError("runs is empty")
+        for k, v in (self.range or {}).items():
+            if len(v) != 2 or v[0] > v[1]:
+                raise ValueError(f"range of {k} must be [min, max]")
+        return self
+
+
 class StackpatchContender(Contender):
     overhead_share: float = Field(..., ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _each_run_has_its_overhead(self) -> "StackpatchContender":
+        if self.runs and any(r.overhead_share is None for r in self.runs):
+            raise ValueError("every run of stackpatch needs overhead_share")
+        return self
 
 
 class Contenders(_Open):
     stackpatch: StackpatchContender
     manual_routine: Contender
+    competent_script: Contender | None = None   # issue 13; files from before lack it
 
 
 class BuildDir(_Open):
@@ -91,6 +124,7 @@ class Results(_Open):
     machine: Machine
     contenders: Contenders
     build_dir: BuildDir
+    limit_s: float | None = Field(None, gt=0)   # issue 13: the limit line (files from before lack it)
 
 
 def validate(data: dict[str, Any] | str | os.PathLike) -> Results:

@@ -23,6 +23,8 @@ CHROMIUM_OWN_HOSTS = {"clients2.google.com", "update.googleapis.com", "accounts.
                       "redirector.gvt1.com", "edgedl.me.gvt1.com", "optimizationguide-pa.googleapis.com",
                       "safebrowsingohttpgateway.googleapis.com", "content-autofill.googleapis.com",
                       "www.google.com", "android.clients.google.com", "clientservices.googleapis.com"}
+# and any other host under Google's service domains (Chromium adds new ones with its releases)
+CHROMIUM_OWN_DOMAINS = (".google.com", ".googleapis.com", ".gvt1.com", ".gstatic.com")
 
 def chromium() -> str:
     path = shutil.which("chromium")
@@ -72,7 +74,9 @@ class DeadEndProxy:
             parts = line.split()
             target = parts[1] if len(parts) > 1 else ""
             host = re.sub(r"^[a-z]+://", "", target).split("/", 1)[0].split(":", 1)[0]
-            if host not in CHROMIUM_OWN_HOSTS:
+            if not line.strip():
+                continue  # a connection closed before it sent a request line: nothing was asked for
+            if host not in CHROMIUM_OWN_HOSTS and not host.endswith(CHROMIUM_OWN_DOMAINS):
                 out.append(line)
         return out
 

@@ -217,6 +217,12 @@ def test_schema_holds_for_figures_made_from_the_recorded_sample(tmp_path):
     lambda d: d["contenders"]["stackpatch"].update(post_requests=10, post_applied_twice=11),
     lambda d: d["contenders"]["stackpatch"].update(post_requests=10_000),
     lambda d: d["contenders"]["stackpatch"].update(rate=0),
+    lambda d: d["contenders"]["manual_routine"].update(runs=[]),
+    lambda d: d["contenders"]["manual_routine"].update(range={"lead_time_s": [3.0, 2.0]}),
+    lambda d: d["contenders"].update(competent_script={"lead_time_s": 1.0}),
+    lambda d: d["contenders"]["stackpatch"].update(runs=[{k: v for k, v in d["contenders"]["stackpatch"].items()
+                                                          if k != "overhead_share"}]),
+    lambda d: d.update(limit_s=0),
 ])
 def test_schema_refuses_broken_results(breaks, tmp_path):
     data = _results_from_sample()
@@ -347,8 +353,14 @@ def test_run_assembles_results_that_hold_against_the_schema():
     bd = {"files": 10_000, "incremental_s": 0.3, "fresh_clone_s": 2.5,
           "scaling": [{"files": 1000, "incremental_s": 0.25, "fresh_clone_s": 0.4},
                       {"files": 30_000, "incremental_s": 0.35, "fresh_clone_s": 7.0}]}
-    res = assemble(schema.machine_info(), sp, mr, bd, date="2026-11-26")
+    from benchmarks.run import combine
+    cs = combine([dict(mr, lead_time_s=wall - 8), dict(mr, lead_time_s=wall - 6), dict(mr, lead_time_s=wall - 7)])
+    res = assemble(schema.machine_info(), sp, mr, bd, cs, limit_s=9.5, date="2026-11-26")
     r = schema.validate(res)
+    assert r.contenders.competent_script.lead_time_s == pytest.approx(wall - 7, abs=1e-3) and r.limit_s == 9.5
+    assert len(r.contenders.competent_script.runs) == 3
+    assert res["targets"]["lead_time_le_1_3x_competent"]["value"] == pytest.approx((wall - 5) / (wall - 7), abs=0.01)
+    assert res["targets"]["overhead_le_5pct"]["target"] == 0.05
     assert 0 < r.contenders.stackpatch.overhead_share < 1
     t = res["targets"]
     assert t["stackpatch_zero_failed"] == {"met": False, "value": 52, "target": 0}
@@ -387,3 +399,91 @@ def test_overhead_over_the_lead_time_counts_only_what_ran_before_it():
     assert o["waits_s"] == 9.0 and o["overhead_s"] == 2.0 and o["overhead_share"] == round(2 / 11, 4)
     assert o["overhead_parts_s"] == {"plan": 1.0, "purge": 0.5, "between steps": 0.5}
     assert o["overhead_share_of_lead_time"] == round(1 / 9, 4)   # plan only: purge came after
+
+
+def test_competent_script_refuses_bad_input_in_one_line():
+    script = ROOT / "benchmarks" / "competent_script.py"
+    base = ["--repo", "r", "--ref", "x", "--version", "v", "--registry", "h/n", "--stack", "s", "--base-image", "b",
+            "--workdir", "/nonexistent"]
+    for argv, env, want in (
+            (["--repo", "r"], {"REGISTRY_USER": "u", "REGISTRY_PASSWORD": "p"}, "the following arguments are required"),
+            (base, {}, "set REGISTRY_USER and REGISTRY_PASSWORD"),
+            (base[:7] + ["h-without-namespace"] + base[8:], {"REGISTRY_USER": "u", "REGISTRY_PASSWORD": "p"},
+             "expected HOST[:PORT]/NAMESPACE"),
+            (base + ["--image", "app"], {"REGISTRY_USER": "u", "REGISTRY_PASSWORD": "p"}, "expected NAME=VALUE")):
+        r = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True, timeout=30,
+                           env={"PATH": "/usr/bin:/bin", **env})
+        assert r.returncode == 2 and r.stdout == "", r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and want in r.stderr and "Traceback" not in r.stderr
+
+
+def _run(lead, failed, p50, p99, max_ms, phases, overhead_share=None, limit_s=None):
+    r = {"lead_time_s": lead, "failed_requests": failed, "total_requests": 1000 + failed, "longest_gap_s": lead / 100,
+         "p50_ms": p50, "p99_ms": p99, "max_ms": max_ms, "phases": phases, "command_s": lead + 5,
+         "revisions": [], "revision": "abc"}
+    if overhead_share is not None:
+        r["overhead_share"] = overhead_share
+    if limit_s is not None:
+        r["limit_s"] = limit_s
+    return r
+
+
+def test_several_runs_combine_into_medians_with_their_range_and_runs():
+    from benchmarks.run import combine
+    runs = [_run(30.0, 2, 5.0, 40.0, 900.0, {"build": 3.0, "deploy": 20.0}, 0.02, 10.0),
+            _run(20.0, 0, 4.0, 30.0, 1500.0, {"build": 2.0, "deploy": 15.0}, 0.04, 9.0),
+            _run(25.0, 1, 6.0, 50.0, 700.0, {"build": 4.0, "deploy": 18.0, "extra": 1.0}, 0.03, 11.0)]
+    c = combine(runs)
+    assert (c["lead_time_s"], c["failed_requests"], c["p50_ms"], c["p99_ms"]) == (25.0, 1, 5.0, 40.0)
+    assert c["overhead_share"] == 0.03 and c["limit_s"] == 10.0
+    assert c["phases"] == {"build": 3.0, "deploy": 18.0, "extra": 1.0}
+    assert c["max_latency_s"] == 1.5   # the slowest request of any run, not a median
+    assert c["range"]["lead_time_s"] == [20.0, 30.0] and c["range"]["failed_requests"] == [0, 2]
+    assert c["range"]["max_latency_s"] == [0.7, 1.5]
+    assert [r["lead_time_s"] for r in c["runs"]] == [30.0, 20.0, 25.0]   # in the order they ran
+    assert all(r["max_latency_s"] is not None and "phases" in r and "revisions" not in r for r in c["runs"])
+    schema.StackpatchContender.model_validate(c)
+    one = combine(runs[:1])
+    assert one["lead_time_s"] == 30.0 and len(one["runs"]) == 1 and one["range"]["lead_time_s"] == [30.0, 30.0]
+
+
+def test_the_limit_line_adds_the_build_the_push_and_one_healthy_task_per_wave():
+    from benchmarks.run import limit_figures
+    recs = [json.loads(line) for line in (SAMPLES / "ship-journal.jsonl").read_text().splitlines()]
+    start = next(r for r in recs if r["kind"] == "run-start")
+    intents = {r["step"]: r["ts"] for r in recs if r["kind"] == "intent" and not r.get("undo")}
+    lines = [(intents["update:phpfiles"] + 0.5, "phpfiles: 0/1 running on the new image (updating)"),
+             (intents["update:phpfiles"] + 2.5, "phpfiles: 1/1 running on the new image, healthy"),
+             (intents["update:phpha"] + 3.0, "phpha: 1/2 running on the new image (updating)"),
+             (intents["update:phpha"] + 4.0, "web: 1/1 running on the new image (updating)")]
+    got = limit_figures(recs, lines)
+    bt = start["build_timings"]
+    want = {**{k: v for k, v in bt.items() if k.startswith("build:") or k == "push"},
+            "first healthy task:canary": 2.5, "first healthy task:rest": 3.0}
+    assert got["parts_s"] == pytest.approx(want, abs=2e-3)
+    assert got["limit_s"] == pytest.approx(sum(want.values()), abs=5e-3)
+    assert limit_figures(recs, lines[:2]) is None   # the rest's first healthy task is not in the lines
+
+
+def test_verify_beside_the_push_is_placed_beside_it_and_counted_once():
+    from benchmarks.run import overhead, stackpatch_phases
+    recs = [json.loads(line) for line in (SAMPLES / "ship-journal.jsonl").read_text().splitlines()]
+    start = next(r for r in recs if r["kind"] == "run-start")
+    start["build_timings"] = {"workdir": 0.1, "build:app": 1.0, "build:front": 1.0, "push": 2.0, "verify": 5.0,
+                              "tag": 0.2}
+    t0 = start["ts"] - 12.0
+    ph = stackpatch_phases(recs, t0, recs[-1]["ts"])
+    assert ph["push"][0] == ph["verify"][0] == pytest.approx(ph["build:front"][1], abs=1e-3)
+    assert ph["tag"][0] == pytest.approx(ph["verify"][1], abs=1e-3)
+    lines = [(t0 + 1.0, "→ sync the clean build directory at 2ced581"),
+             (t0 + 1.2, "→ build 127.0.0.1:5000/ns/app:git-commit-2ced581"),
+             (t0 + 2.3, "→ build 127.0.0.1:5000/ns/front:git-commit-2ced581"),
+             (t0 + 3.4, "→ push 127.0.0.1:5000/ns/app:stackpatch-prepush-2ced581 while verify runs"),
+             (t0 + 3.5, "→ verify: deploying throwaway stack spverify-1 from deploy/verify.yml"),
+             (t0 + 8.6, "→ tag 127.0.0.1:5000/ns/app:git-commit-2ced581, :26.11.1b (verified)")]
+    an = stackpatch_phases(recs, t0, recs[-1]["ts"], lines)
+    assert an["push"][0] == pytest.approx(t0 + 3.4, abs=1e-3) and an["verify"][0] == pytest.approx(t0 + 3.5, abs=1e-3)
+    assert an["tag"][0] == pytest.approx(t0 + 8.6, abs=1e-3)
+    rel = {k: [a - t0, b - t0] for k, (a, b) in an.items()}
+    o = overhead({k: rel[k] for k in ("push", "verify", "tag")}, 6.0)
+    assert o["waits_s"] == pytest.approx(5.1, abs=2e-3)   # push [3.4, 5.4] and verify [3.5, 8.5]: 5.1 s, not 7

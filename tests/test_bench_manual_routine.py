@@ -27,6 +27,24 @@ def _env_file(path: Path) -> dict[str, str]:
     return out
 
 
+def one_line_hotfix(app: Path, line: str) -> str:
+    """hotfix/26.11.1b from 26.11.1 by hand, one line appended to app/server.py, committed, pushed."""
+    git.run("checkout", "--quiet", "-b", "hotfix/26.11.1b", "26.11.1", cwd=app)
+    server = app / "app" / "server.py"
+    server.write_text(server.read_text() + line)
+    git.run("-c", "user.name=bench", "-c", "user.email=bench@example.invalid", "commit", "--quiet", "-am",
+            "one-line hotfix", cwd=app)
+    git.run("push", "--quiet", "origin", "hotfix/26.11.1b", cwd=app)
+    return git.out("rev-parse", "HEAD", cwd=app)
+
+
+def registry_login(sandbox) -> tuple[str, str]:
+    """The sandbox registry's user and password, from its env file."""
+    creds = _env_file(Path(sandbox.registry_env_file))
+    return (next(v for k, v in creds.items() if k.endswith("_USER")),
+            next(v for k, v in creds.items() if k.endswith("_PASSWORD")))
+
+
 @pytest.mark.docker
 def test_manual_routine_script_patches_a_sandbox_fork_under_load(request, tmp_path):
     built: list[str] = []  # images the script builds; removed after the fork's stack is gone (LIFO finalizers)
@@ -36,18 +54,8 @@ def test_manual_routine_script_patches_a_sandbox_fork_under_load(request, tmp_pa
         fork = request.getfixturevalue("fork")
     except pytest.FixtureLookupError:
         pytest.skip("needs the sandbox fixtures (tests/conftest.py of the sandbox branch)")
-    app = Path(fork.app_dir)
-    git.run("checkout", "--quiet", "-b", "hotfix/26.11.1b", "26.11.1", cwd=app)
-    server = app / "app" / "server.py"
-    server.write_text(server.read_text() + "# one-line hotfix\n")
-    git.run("-c", "user.name=bench", "-c", "user.email=bench@example.invalid", "commit", "--quiet", "-am",
-            "one-line hotfix", cwd=app)
-    git.run("push", "--quiet", "origin", "hotfix/26.11.1b", cwd=app)
-    sha = git.out("rev-parse", "HEAD", cwd=app)
-
-    creds = _env_file(Path(sandbox.registry_env_file))
-    env_user = next(v for k, v in creds.items() if k.endswith("_USER"))
-    env_pass = next(v for k, v in creds.items() if k.endswith("_PASSWORD"))
+    sha = one_line_hotfix(Path(fork.app_dir), "# one-line hotfix\n")
+    env_user, env_pass = registry_login(sandbox)
     argv = ["bash", str(SCRIPT),
             "--repo", str(fork.origin_dir), "--ref", "hotfix/26.11.1b", "--version", "26.11.1b",
             "--registry", f"{sandbox.registry}/{sandbox.name}", "--stack", fork.stack,

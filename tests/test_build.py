@@ -190,11 +190,16 @@ def test_a_failing_verify_check_pushes_nothing_and_tears_down(mfork, env):
     with edited_config(mfork, append=extra):
         res = run("ship", "--until", "pushed", "--yes", cwd=mfork.app_dir, env=env)
     assert_one_line_refusal(res, 2, rf"verify check 'serves the impossible' failed: GET http://127\.0\.0\.1:\d+/version "
-                                    rf"body does not contain 'no-such-text-{sha}'; nothing was pushed")
+                                    rf"body does not contain 'no-such-text-{sha}'; no release tag was pushed, nothing was deployed "
+                                    rf"\(the layers went up as :stackpatch-prepush-{sha[:7]} while verify ran, untagged "
+                                    r"for release\)")
     assert "verify: check migrations apply passed" in res.stderr  # a command check, exec'd in a task of phpha
     verify_stack_gone(res)
     assert f"git-commit-{sha[:7]}" not in registry_tags(mfork, "app")
     assert f"git-commit-{sha[:7]}" not in registry_tags(mfork, "front")
+    # the bytes went up while verify ran, under a tag no plan reads: the next ship builds and verifies again
+    assert f"stackpatch-prepush-{sha[:7]}" in registry_tags(mfork, "app")
+    assert "26.11.1g" not in registry_tags(mfork, "app")
 
 
 @pytest.mark.docker
@@ -206,7 +211,7 @@ def test_a_failing_verify_command_pushes_nothing(mfork, env):
     with edited_config(mfork, append=extra):
         res = run("ship", "--until", "pushed", "--yes", cwd=mfork.app_dir, env=env)
     assert_one_line_refusal(res, 2, r"verify check 'revision in the image' failed: `sh -c echo checking "
-                                    rf"{sha}; .*` in phpha exited 1: checking {sha}; nothing was pushed")
+                                    rf"{sha}; .*` in phpha exited 1: checking {sha}; no release tag was pushed, nothing was deployed")
     verify_stack_gone(res)
     assert f"git-commit-{sha[:7]}" not in registry_tags(mfork, "app")
 
@@ -216,7 +221,8 @@ def test_a_verify_stack_never_healthy_times_out_and_tears_down(mfork, env):
     sha = hotfix(mfork, "26.11.1h")
     with edited_config(mfork, (r'^stack_file = "deploy/verify.yml"$', 'stack_file = "deploy/verify.yml"\ntimeout = 2')):
         res = run("ship", "--until", "pushed", "--yes", cwd=mfork.app_dir, env=env)
-    assert_one_line_refusal(res, 2, r"verify stack never became healthy within 2s \(.*healthy.*\); nothing was pushed")
+    assert_one_line_refusal(res, 2, r"verify stack never became healthy within 2s \(.*healthy.*\); no release tag was pushed, "
+                                    r"nothing was deployed")
     verify_stack_gone(res)
     assert f"git-commit-{sha[:7]}" not in registry_tags(mfork, "app")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -56,9 +57,10 @@ def test_doctor_passes_on_the_sandbox_and_warns_on_each_seeded_setting(sandbox, 
     assert "update settings: nothing to warn about" in text
 
     seeded = tmp_path / "stack-seeded.yml"  # outside the repo: plan refuses a dirty tree
+    shutil.copytree(fork.app_dir / "deploy" / "edge", tmp_path / "edge")  # the edge's config, beside it
     seeded.write_text(seed((fork.app_dir / "deploy" / "stack.yml").read_text(), free_port()))
     env = {"IMAGE_APP": sandbox.images["app"], "IMAGE_FRONT": sandbox.images["front"],
-           "IMAGE_DB": sandbox.images["db"], "IMAGE_EDGE": sandbox.images["front"],
+           "IMAGE_DB": sandbox.images["db"], "IMAGE_EDGE": sandbox.images["edge"],
            "FRONT_PORT": str(fork.front_port), "RELEASE_VERSION": sandbox.release,
            "RELEASE_REVISION": sandbox.revision}
     stack_mod.deploy(fork.stack, seeded, env, sandbox.docker_config)

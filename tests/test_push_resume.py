@@ -1,5 +1,5 @@
-"""A push cut midway resumes: the registry goes away right after the first tag of the first image is
-written; the next `ship` reuses that image by digest (never rebuilt), gives it its missing tag through
+"""A push cut midway resumes: the registry goes away right after the first release tag of the first
+image is written (the layers went up earlier, under the pre-push tag, while verify ran); the next `ship` reuses that image by digest (never rebuilt), gives it its missing tag through
 the registry API (the manifest copied by digest, then checked), and builds and pushes the rest."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def test_a_push_cut_after_one_tag_resumes_without_rebuilding(sandbox, fork, tmp_
     ns = cfg.registry.namespace
     relay = Relay(upstream=("127.0.0.1", int(cfg.registry.host.rsplit(":", 1)[1]))).restore()
     seen = {"manifest": False, "cut": False}
-    marker = f"PUT /v2/{ns}/app/manifests/".encode()
+    marker = f"PUT /v2/{ns}/app/manifests/git-commit-".encode()  # a release tag, not the pre-push one
 
     def sniff(data: bytes, from_client: bool) -> None:
         if from_client and marker in data:

@@ -214,3 +214,16 @@ def test_recorded_journals_hold_no_machine_secrets():
         text = p.read_text()
         assert "PASSWORD" not in text.upper().replace("PASSWORD_ENV", "") and "token" not in text.lower()
 
+
+
+def test_verify_beside_the_push_is_drawn_beside_it():
+    """Since issue 13 the push runs while verify does and the release tags follow (`tag`): the timeline
+    starts both where the builds ended, and the tags where the longer of the two ended."""
+    recs = records("ship-deployed")
+    start = dict(recs[0], build_timings={"workdir": 0.1, "build:app": 1.0, "build:front": 1.0, "push": 2.0,
+                                         "verify": 5.0, "tag": 0.3})
+    run = report.read_run([start] + recs[1:])
+    at = {p.step: p for p in run.phases}
+    assert at["push"].start == at["verify"].start == pytest.approx(2.1)
+    assert at["tag"].start == pytest.approx(7.1) and at["tag"].label == "release tags"
+    check_report(Dom(report.render([start] + recs[1:], [])), [start] + recs[1:])

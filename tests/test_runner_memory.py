@@ -197,6 +197,44 @@ def test_a_canary_that_does_not_converge_rolls_back_to_the_recorded_images(world
     assert target.lock is None
 
 
+def test_the_run_watches_swarms_monitor_window_instead_of_sitting_in_it(world):
+    """Every new task healthy, Swarm still `updating` (its monitor window): the wave's wait ends, the
+    gate and the release phase run while the window is open, and the run is deployed only once Swarm
+    completed every update."""
+    cfg, target, _ = world
+    target.behaviour[NEW_APP] = target.behaviour[NEW_FRONT] = "monitor"
+    rec = Recorder()
+    res = D.deploy(cfg, release(), yes=True, pause=False, reporter=rec, target=target)
+    assert res.state == J.DEPLOYED
+    said = [m for _, m in rec.messages]
+
+    def at(prefix: str) -> int:
+        return next(i for i, m in enumerate(said) if m.startswith(prefix))
+    # the canary's wait ended with its window open; the gate ran inside it
+    assert at("update:phpfiles: ok") < at("gate:canary …") < at("phpfiles: update completed by Swarm")
+    # the rest's windows are waited for before the serving check passes and the run is called deployed
+    assert at("phpha: update completed by Swarm") < at("serving: ok")
+    assert at("web: update completed by Swarm") < at("serving: ok")
+    assert all(target._converged(s) for s in target.services.values())
+    assert intents(cfg) == ["update:phpfiles", "gate:canary", "migrate:alpha", "migrate:beta", "update:phpha",
+                            "update:web", "gate:rest", "serving"]
+
+
+def test_a_task_that_fails_in_the_monitor_window_rolls_back(world):
+    """The canary's tasks start healthy, then one exits inside Swarm's monitor window: the look after
+    the gate sees the paused update and the run rolls back, before any migration."""
+    cfg, target, _ = world
+    target.behaviour[NEW_APP] = "late-crash"
+    target.monitor_looks = 1
+    with pytest.raises(FaultError, match="rolled back") as e:
+        deploy(cfg, target)
+    assert "failed in Swarm's monitor window" in str(e.value) and "gate:canary" in str(e.value)
+    assert target.images() == OLD
+    assert intents(cfg) == ["update:phpfiles", "gate:canary"]
+    assert target.job_starts == []
+    assert states(cfg)[-2:] == [J.ROLLING_BACK, J.ROLLED_BACK]
+
+
 def test_a_failure_in_the_last_wave_undoes_every_service_newest_first(world):
     cfg, target, _ = world
     target.behaviour[NEW_FRONT] = "unhealthy"

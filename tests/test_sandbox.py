@@ -218,6 +218,10 @@ def test_status_json_shows_all_services_at_full_replicas(sandbox):
         assert s["replicas_running"] == s["replicas_desired"] >= 1, (name, s)
         assert s["image"].startswith(f"{data['registry']}/{sandbox.name}/") and "@sha256:" in s["image"]
     assert data["services"]["phpha"]["replicas_desired"] == 2
+    # one node: this engine's swarm, every task on it (`--nodes N` reports its nodes the same way)
+    assert [n["role"] for n in data["nodes"]] == ["manager"] and data["nodes"][0]["state"] == "ready"
+    for name, s in data["services"].items():
+        assert s["tasks"] and {t["node"] for t in s["tasks"]} == {data["nodes"][0]["name"]}, (name, s["tasks"])
     assert "git-commit-" + sandbox.revision[:7] in data["services"]["phpfiles"]["image"]
     password = env_file(Path(data["registry_env_file"]))["SANDBOX_REGISTRY_PASSWORD"]
     text = run_cli("sandbox", "status", "--dir", str(sandbox.dir))
@@ -423,7 +427,7 @@ def test_up_refused_for_a_missing_tool_leaves_nothing(tmp_path):
     assert "docker-registry is not installed" in line and "make setup" in line
     assert not d.exists() and _registry_processes_under(d) == []
     assert c.info()["Swarm"]["LocalNodeState"] == swarm
-    assert stack_mod.objects(c, f"{name}-prod") == {"services": {}, "volumes": {}, "networks": {}}
+    assert stack_mod.objects(c, f"{name}-prod") == {"services": {}, "volumes": {}, "networks": {}, "configs": {}}
     assert not [t for img in c.images.list() for t in img.tags if f"/{name}/" in t]
 
 

@@ -85,3 +85,54 @@ class Recorder:
 
     def text(self) -> str:
         return "\n".join(m for _, m in self.messages)
+
+
+class Locked:
+    """A Reporter two threads can share (verify runs while the push does): each message, and each
+    update of a transfer's display, goes through one lock. Never interactive (nothing asks a question
+    from two threads)."""
+
+    def __init__(self, inner: Reporter):
+        import threading
+        self.inner = inner
+        self._lock = threading.Lock()
+
+    def _say(self, fn, msg: str) -> None:
+        with self._lock:
+            fn(msg)
+
+    def step(self, msg: str) -> None:
+        self._say(self.inner.step, msg)
+
+    def ok(self, msg: str) -> None:
+        self._say(self.inner.ok, msg)
+
+    def info(self, msg: str) -> None:
+        self._say(self.inner.info, msg)
+
+    def warn(self, msg: str) -> None:
+        self._say(self.inner.warn, msg)
+
+    @property
+    def interactive(self) -> bool:
+        return False
+
+    def confirm(self, question: str) -> bool:
+        return False
+
+    def transfer(self, label: str) -> Transfer:
+        with self._lock:
+            return _LockedTransfer(self.inner.transfer(label), self._lock)
+
+
+class _LockedTransfer:
+    def __init__(self, inner: Transfer, lock):
+        self.inner, self._lock = inner, lock
+
+    def update(self, part: str, state: str, current: int, total: int | None) -> None:
+        with self._lock:
+            self.inner.update(part, state, current, total)
+
+    def close(self) -> None:
+        with self._lock:
+            self.inner.close()

@@ -10,6 +10,9 @@ protocol; what an image does when a service is pointed at it is scripted per ima
                `retry_update` then succeeds
   "swarm-rollback"  Swarm's own failure_action rolled the service back (update_state rollback_completed)
   "refuse"     the engine refuses the update itself (FaultError), e.g. to make a rollback fail
+  "monitor"    the new tasks run healthy at once, but Swarm keeps the update `updating` for
+               `monitor_looks` more looks (its monitor window) before it calls it completed
+  "late-crash" the same, then a new task exits 1 inside the window: Swarm pauses the update
 
 Pre-pulls run on `nodes`; `pull_fail` (node -> the engine's reason) makes a node fail to pull.
 
@@ -37,6 +40,7 @@ class _Service:
     update_state: str | None = None
     updated_at: str = "2026-01-01T00:00:00"
     retried: bool = False
+    looks: int = 0            # observations since the update (the monitor window's clock)
 
 
 @dataclass
@@ -61,6 +65,7 @@ class MemoryTarget:
         self.behaviour: dict[str, str] = {}          # image ref -> behaviour
         self.job_exit: dict[str, int] = {}           # job env value (tenant) or "" -> exit code
         self.job_polls = 1                           # looks before a job completes
+        self.monitor_looks = 3                       # looks a "monitor"/"late-crash" window stays open
         self.exec_results: dict[str, tuple[int, str]] = {}  # service -> (code, output)
         self.jobs: dict[str, Job] = {}
         self.job_starts: list[str] = []              # names of jobs really started (not adopted)
@@ -138,6 +143,7 @@ class MemoryTarget:
                 s.labels[k] = v
         s.behaviour = behaviour
         s.retried = False
+        s.looks = 0
         s.updated_at = self._tick()
         s.update_state = "completed" if behaviour == "ok" else None
         self.updates.append((name, image))
@@ -150,12 +156,20 @@ class MemoryTarget:
         s.updated_at = self._tick()
 
     def _converged(self, s: _Service) -> bool:
-        return s.behaviour == "ok" or (s.behaviour == "flaky" and s.retried)
+        return (s.behaviour == "ok" or (s.behaviour == "flaky" and s.retried)
+                or (s.behaviour == "monitor" and s.looks > self.monitor_looks))
 
     def observe(self, name: str, image: str) -> Observation:
         self._call("observe")
         s = self.services[name]
+        s.looks += 1
         b = "ok" if self._converged(s) else s.behaviour
+        if b in ("monitor", "late-crash") and s.looks <= self.monitor_looks:
+            tasks = [TaskView("running", "running", s.image, s.updated_at, s.updated_at, health="healthy")
+                     for _ in range(s.replicas)]
+            return Observation(name, s.image, "updating", "", s.updated_at, s.replicas, tuple(tasks))
+        if b == "late-crash":
+            b = "crash"
         if b == "ok":
             tasks = [TaskView("running", "running", s.image, s.updated_at, s.updated_at, health="healthy")
                      for _ in range(s.replicas)]

@@ -24,6 +24,8 @@ def sandbox_group() -> None:
     DIR/registry.env), the engine as a one-node swarm, a base image (mmdebstrap, cached),
     the example app repo DIR/NAME with a bare origin DIR/NAME-origin.git (git-flow, release
     26.11.1), and the stack NAME-prod (phpfiles, phpha, web, db) deployed from that release.
+    `up --nodes 3` makes a swarm of its own instead: a manager and two workers, each a dockerd
+    in its own network namespace, the registry on their bridge with TLS (README: Sandbox).
     """
 
 

@@ -102,7 +102,8 @@ def ship_cmd(until: str | None, pause: bool, yes: bool, as_json: bool, ref: str 
       3. build every image (BuildKit when available), tagged git-commit-<sha7> and the version,
          labelled org.opencontainers.image.revision/version/source/created; the log file is printed;
       4. verify the exact images in a throwaway local stack, then tear it down;
-      5. push, read the digest, cross-check it with the registry;
+      5. push (while 4 runs) under a pre-push tag; once verify passed, put the release tags
+         on the pushed manifest; read the digest, cross-check it with the registry;
       --until pushed stops here: nothing is deployed.
       6. take the lock on the target and roll out in waves, canary first, each service pinned
          to repo:tag@sha256:digest; the release phase (migrations) runs once after the canary;
@@ -139,14 +140,18 @@ def ship_cmd(until: str | None, pause: bool, yes: bool, as_json: bool, ref: str 
     if until != "pushed":
         from stackpatch.release.deploy import deploy
         from stackpatch import report
-        with report.after_run(cfg.root):
-            run = deploy(cfg, result.release, yes=True, pause=pause, reporter=ui.reporter,
-                         build_timings=result.timings)
+        try:
+            with report.after_run(cfg.root):
+                run = deploy(cfg, result.release, yes=True, pause=pause, reporter=ui.reporter,
+                             build_timings=dict(result.timings))
+        finally:  # the verify stack's removal went on beside the deploy
+            result.wait_verify_teardown(ui.reporter)
         if as_json:
             ui.emit_json({**result.to_json(), "run": run.to_json()})
         else:
             _report_ship(result, run)
         return
+    result.wait_verify_teardown(ui.reporter)
     if as_json:
         ui.emit_json(result.to_json())
     else:

@@ -141,6 +141,31 @@ def push_image(client: docker.DockerClient, reg: Registry, creds: Credentials | 
     return PushedImage(name=name, repository=repository, tags=tuple(tags), digest=digest, bytes_pushed=total)
 
 
+def push_staged(client: docker.DockerClient, reg: Registry, creds: Credentials | None, name: str,
+                repository: str, tag: str, image_id: str, deadline: float, reporter: Reporter) -> PushedImage:
+    """Push the image's layers and manifest under `tag` (`release.model.prepush_tag`): the slow part of a
+    push, done while verify runs. `promote_staged` puts the release tags on the manifest once verify passed."""
+    try:
+        client.api.tag(image_id, repository, tag)
+    except docker.errors.DockerException as e:
+        raise FaultError(f"could not tag {repository}:{tag}: {' '.join(str(e).split())[:200]}") from None
+    try:
+        return push_image(client, reg, creds, name, repository, (tag,), image_id, deadline, reporter)
+    finally:
+        try:
+            client.api.remove_image(f"{repository}:{tag}", noprune=True)  # the local tag only
+        except docker.errors.DockerException:
+            pass
+
+
+def promote_staged(reg: Registry, staged: PushedImage, tags: tuple[str, ...], reporter: Reporter) -> PushedImage:
+    """The release tags onto the manifest `push_staged` pushed (a manifest PUT each, no layer moves),
+    each checked to hold its digest."""
+    import dataclasses
+    done = complete_tags(reg, staged.name, staged.repository, tags, tags, staged.digest, reporter)
+    return dataclasses.replace(done, bytes_pushed=staged.bytes_pushed)
+
+
 def _until(stream: Iterable[dict], deadline: float, tag: str) -> Iterable[dict]:
     for rec in stream:
         if time.monotonic() > deadline:

@@ -32,7 +32,7 @@ STACK_LABEL = "com.docker.stack.namespace"
 
 
 class VerifyError(UserError):
-    """The built images failed verification: nothing was pushed."""
+    """The built images failed verification: no release tag was pushed, nothing was deployed."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,38 @@ class VerifyResult:
     stack: str
     seconds: float
     checks: tuple[str, ...]
+    teardown: "Teardown | None" = None   # the stack's removal, when it goes on in the background
+
+
+class Teardown:
+    """The removal of a verify stack that passed, in a thread of its own (its own engine connection), so
+    that the deploy does not wait for it. Crash-safe as before: the stack's record is removed only once
+    the stack is gone, so the next ship removes a stack a killed one left (`remove_stale`). The thread
+    is not a daemon: the process ends only once the stack is gone."""
+
+    def __init__(self, stack: str, docker_host: str | None, record: Path):
+        import threading
+        self.stack = stack
+        self.seconds: float | None = None
+        self.error: str | None = None
+        self._thread = threading.Thread(target=self._run, args=(docker_host, record), name="verify-teardown")
+        self._thread.start()
+
+    def _run(self, docker_host: str | None, record: Path) -> None:
+        from stackpatch.images.engine import local_client
+        t0 = time.monotonic()
+        try:
+            teardown(local_client(docker_host), self.stack, docker_host)
+            record.unlink(missing_ok=True)
+        except Exception as e:  # noqa: BLE001 - the next ship removes what is left (its record stays)
+            self.error = " ".join(str(e).split())[:200]
+        finally:
+            self.seconds = time.monotonic() - t0
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the removal; True once it has ended."""
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
 
 
 def env_name(image: str) -> str:
@@ -145,7 +177,8 @@ def run_check(client: docker.DockerClient, stack: str, check: HttpCheck, values:
                 last = (out or b"").decode(errors="replace").strip().splitlines()
                 reason = f"`{' '.join(cmd)}` in {check.service} exited {code}" + (f": {last[-1][:120]}" if last else "")
         if time.monotonic() >= deadline:
-            raise VerifyError(f"verify check {check.name!r} failed: {reason}; nothing was pushed")
+            raise VerifyError(f"verify check {check.name!r} failed: {reason}; no release tag was pushed, "
+                              "nothing was deployed")
         time.sleep(1)
 
 
@@ -233,7 +266,11 @@ def remove_stale(client: docker.DockerClient, docker_host: str | None, reporter:
 
 
 def verify(client: docker.DockerClient, cfg: Config, workdir: Path, built: dict[str, BuiltImage],
-           version: str, revision: str, check_timeout: float, reporter: Reporter) -> VerifyResult:
+           version: str, revision: str, check_timeout: float, reporter: Reporter,
+           background_teardown: bool = False) -> VerifyResult:
+    """Deploy the throwaway stack, wait until healthy, run the checks; the stack is always removed. With
+    `background_teardown`, a stack that passed is removed in the background (`VerifyResult.teardown`),
+    one that failed before this returns."""
     v = cfg.verify
     assert v.stack_file
     remove_stale(client, v.docker_host, reporter)
@@ -248,6 +285,7 @@ def verify(client: docker.DockerClient, cfg: Config, workdir: Path, built: dict[
     t0 = time.monotonic()
     reporter.step(f"verify: deploying throwaway stack {stack} from {v.stack_file}")
     record = _record(stack, v.docker_host)
+    passed: VerifyResult | None = None
     try:
         res = subprocess.run([docker_cli(), "stack", "deploy", "--resolve-image", "never", "--prune",
                               "-c", str(stack_file), stack], capture_output=True, text=True, env=env,
@@ -266,7 +304,7 @@ def verify(client: docker.DockerClient, cfg: Config, workdir: Path, built: dict[
                 last = what
             if time.monotonic() >= deadline:
                 raise VerifyError(f"verify stack never became healthy within {v.timeout:.0f}s ({what}); "
-                                  "nothing was pushed")
+                                  "no release tag was pushed, nothing was deployed")
             time.sleep(1)
         reporter.ok(f"verify: stack healthy in {time.monotonic() - t0:.1f}s")
         pport = _published_port(_stack_services(client, stack)) or port
@@ -279,7 +317,10 @@ def verify(client: docker.DockerClient, cfg: Config, workdir: Path, built: dict[
         for n, b in built.items():
             if client.api.inspect_image(b.local_ref)["Id"] != b.image_id:
                 raise FaultError(f"{b.local_ref} changed during verification; ship again")
-        return VerifyResult(stack, time.monotonic() - t0, tuple(c.name for c in v.checks))
+        passed = VerifyResult(stack, time.monotonic() - t0, tuple(c.name for c in v.checks),
+                              Teardown(stack, v.docker_host, record) if background_teardown else None)
+        return passed
     finally:
-        teardown(client, stack, v.docker_host)
-        record.unlink(missing_ok=True)
+        if not (passed and passed.teardown):
+            teardown(client, stack, v.docker_host)
+            record.unlink(missing_ok=True)

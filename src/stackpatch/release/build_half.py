@@ -15,7 +15,7 @@ from stackpatch.images import workdir as workdir_mod
 from stackpatch.images.registry import Registry, split_repository
 from stackpatch.config import Config
 from stackpatch.preflight import PreflightError, gather, version_of
-from stackpatch.release.model import PushedImage, Release, commit_tag
+from stackpatch.release.model import PushedImage, Release, commit_tag, prepush_tag
 from stackpatch.release.plan import Plan, RemoteTag, Snapshot, make_plan
 from stackpatch.reporter import Reporter
 from stackpatch.targets.base import OCI_REVISION, ImageRef, Target, deployed_release
@@ -60,6 +60,22 @@ class BuildHalfResult:
     timings: dict[str, float] = field(default_factory=dict)
     workdir: str | None = None
     workdir_cold: bool | None = None
+    verify_teardown: object | None = None   # images.verify.Teardown: the verify stack's removal, under way
+
+    def wait_verify_teardown(self, reporter: Reporter) -> None:
+        """Wait until the verify stack that passed is removed (it went on during the deploy)."""
+        td = self.verify_teardown
+        if td is None:
+            return
+        self.verify_teardown = None
+        if not td.wait(0):
+            reporter.info(f"waiting for the removal of the verify stack {td.stack}")
+        td.wait()
+        if td.error:
+            reporter.warn(f"the verify stack {td.stack} was not removed ({td.error}): the next ship removes it")
+        else:
+            self.timings["verify teardown"] = td.seconds or 0.0
+            reporter.ok(f"verify stack {td.stack} removed ({td.seconds:.1f}s, beside the deploy)")
 
     def to_json(self) -> dict:
         return {"release": self.release.to_json(), "build_log": self.log_path,
@@ -130,19 +146,30 @@ def run_build_half(cfg: Config, plan: Plan, snap: Snapshot, reporter: Reporter) 
             image_id = push_mod.pull_by_digest(client, creds, i.repository, i.reused, i.tags)
             built[i.name] = image_mod.BuiltImage(i.name, i.repository, i.tags, image_id, time.monotonic() - t0, False)
             timings[f"pull:{i.name}"] = time.monotonic() - t0
-    if verifying:
+    pushed: dict[str, PushedImage] = {}
+    deadline = time.monotonic() + cfg.timeouts.push
+    teardown = None
+    if verifying and to_build:
+        # the push of the new images' bytes runs while verify does; the release tags are put on them
+        # (a manifest PUT each) only once verify passed: an image that failed verify is never deployed
+        done, teardown = _verify_while_pushing(cfg, plan, wd.path, built, to_build, client, reg, creds, deadline,
+                                               timings, reporter)
+        pushed.update(done)
+    elif verifying:
         t0 = time.monotonic()
         vclient = local_client(cfg.verify.docker_host) if cfg.verify.docker_host else client
-        res = verify_mod.verify(vclient, cfg, wd.path, built, version, sha, cfg.timeouts.check, reporter)
+        res = verify_mod.verify(vclient, cfg, wd.path, built, version, sha, cfg.timeouts.check, reporter,
+                                background_teardown=True)
         timings["verify"] = time.monotonic() - t0
-        reporter.ok(f"verified in {res.seconds:.1f}s ({timings['verify']:.1f}s with the teardown)")
+        teardown = res.teardown
+        reporter.ok(f"verified in {res.seconds:.1f}s (its stack is removed in the background)")
     elif cfg.verify.enabled:
         reporter.warn("verify.stack_file is not set: the images are pushed without a local verification")
 
-    pushed: dict[str, PushedImage] = {}
-    deadline = time.monotonic() + cfg.timeouts.push
     t0 = time.monotonic()
     for i in plan.images:
+        if i.name in pushed:
+            continue
         if i.reused:
             reporter.step(f"tags of {i.repository}@{i.reused[:19]}")
             pushed[i.name] = push_mod.complete_tags(reg, i.name, i.repository, i.tags, i.missing_tags, i.reused,
@@ -151,8 +178,72 @@ def run_build_half(cfg: Config, plan: Plan, snap: Snapshot, reporter: Reporter) 
         reporter.step(f"push {i.repository}:{', '.join(i.tags)}")
         pushed[i.name] = push_mod.push_image(client, reg, creds, i.name, i.repository, i.tags,
                                              built[i.name].image_id, deadline, reporter)
-    timings["push"] = time.monotonic() - t0
-    return BuildHalfResult(Release(version, sha, pushed), str(log.path), timings, str(wd.path), wd.cold)
+    if "push" not in timings:
+        timings["push"] = time.monotonic() - t0
+    else:
+        timings["tag"] = timings.get("tag", 0.0) + time.monotonic() - t0
+    return BuildHalfResult(Release(version, sha, pushed), str(log.path), timings, str(wd.path), wd.cold, teardown)
+
+
+def _verify_while_pushing(cfg: Config, plan: Plan, workdir: Path, built: dict, to_build: list, client, reg: Registry,
+                          creds, deadline: float, timings: dict[str, float],
+                          reporter: Reporter) -> tuple[dict[str, PushedImage], object | None]:
+    """Verify (in a thread, with its own engine connection) while the new images' bytes are pushed
+    under `prepush_tag`; when both have finished and verify passed, the release tags go onto the
+    pushed manifests. A failed verify raises its error, saying the release tags were not pushed and
+    nothing was deployed."""
+    import threading
+
+    from stackpatch.images import push as push_mod
+    from stackpatch.images import verify as verify_mod
+    from stackpatch.images.engine import local_client
+    from stackpatch.reporter import Locked
+
+    out = Locked(reporter)
+    staging = prepush_tag(plan.revision)
+    box: dict = {}
+
+    def run_verify() -> None:
+        t0 = time.monotonic()
+        try:
+            vclient = local_client(cfg.verify.docker_host)  # a connection of its own: none is shared by threads
+            box["result"] = verify_mod.verify(vclient, cfg, workdir, built, plan.version, plan.revision,
+                                              cfg.timeouts.check, out, background_teardown=True)
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread, raised there
+            box["error"] = e
+        finally:
+            box["seconds"] = time.monotonic() - t0
+
+    thread = threading.Thread(target=run_verify, name="stackpatch-verify", daemon=False)
+    thread.start()
+    staged: dict[str, PushedImage] = {}
+    t0 = time.monotonic()
+    try:
+        for i in to_build:
+            out.step(f"push {i.repository}:{staging} while verify runs (tags :{', :'.join(i.tags)} once it passed)")
+            staged[i.name] = push_mod.push_staged(client, reg, creds, i.name, i.repository, staging,
+                                                  built[i.name].image_id, deadline, out)
+        timings["push"] = time.monotonic() - t0
+    finally:
+        thread.join()  # verify has ended (a failed one removed its stack) before ship goes on or stops
+    timings["verify"] = box.get("seconds", 0.0)
+    err = box.get("error")
+    if err is not None:
+        from stackpatch.images.verify import VerifyError
+        note = f" (the layers went up as :{staging} while verify ran, untagged for release)"
+        if isinstance(err, VerifyError):
+            raise VerifyError(str(err) + note) from None
+        raise err
+    res = box["result"]
+    reporter.ok(f"verified in {res.seconds:.1f}s, while the push took {timings['push']:.1f}s "
+                "(the verify stack is removed in the background)")
+    t1 = time.monotonic()
+    done: dict[str, PushedImage] = {}
+    for i in to_build:
+        reporter.step(f"tag {i.repository}:{', :'.join(i.tags)} (verified)")
+        done[i.name] = push_mod.promote_staged(reg, staged[i.name], i.tags, reporter)
+    timings["tag"] = time.monotonic() - t1
+    return done, res.teardown
 
 
 def plan_for(cfg: Config, ref: str | None, allow_mixed: bool) -> tuple[Snapshot, Plan]:

@@ -28,6 +28,7 @@ class Verdict:
     fatal: bool = False
     paused: bool = False      # the update paused on a failed task …
     transient: bool = False   # … that failed before its process ran: retrying the update is safe
+    settling: bool = False    # every task runs the new image, healthy; Swarm's monitor window is still open
 
 
 def failure_is_transient(task: TaskView | None) -> bool:
@@ -76,14 +77,23 @@ def judge(obs: Observation, image: str) -> Verdict:
         if len(failed_new) >= max(3, want + 2):
             return Verdict(False, msg, fatal=True)
     if state == "updating":
+        # Swarm calls an update completed `update_config.monitor` after the last new task started. A task
+        # is only "running" once its healthcheck passed (moby#24545): when every task runs the new image,
+        # healthy, the window is all that is left, and stackpatch can watch it instead of sitting in it
+        healthy = bool(running_new) and all(t.health == "healthy" for t in running_new)
+        if len(running_new) == want and len(running) == want and healthy and not failed_new:
+            return Verdict(False, msg + ", healthy (Swarm's monitor window is open)", settling=True)
         return Verdict(False, msg + " (updating)")
     return Verdict(len(running_new) == want and len(running) == want and not unhealthy, msg)
 
 
 def wait_converged(target: Target, service: str, image: str, timeout: float, progress: Progress,
-                   stop: StopCheck | None = None, poll: float = 0.5, retries: int = 2) -> float:
+                   stop: StopCheck | None = None, poll: float = 0.5, retries: int = 2,
+                   early: bool = False) -> float:
     """Wait until the service runs `image` everywhere, healthy. Retries a paused update whose failure
     was the engine's, not the app's, `retries` times. FaultError on a fatal verdict or the timeout.
+    With `early`, a settling verdict (every task new and healthy, Swarm's monitor window still open)
+    ends the wait too: the caller then watches the window (`watch_settling`) while it does other work.
     Returns the seconds it took."""
     t0 = time.monotonic()
     deadline = t0 + timeout
@@ -95,7 +105,7 @@ def wait_converged(target: Target, service: str, image: str, timeout: float, pro
         if v.message != last:
             progress(f"{service}: {v.message}")
             last = v.message
-        if v.done:
+        if v.done or (early and v.settling):
             return time.monotonic() - t0
         if v.paused:
             if not v.transient or retries <= 0:
@@ -110,3 +120,16 @@ def wait_converged(target: Target, service: str, image: str, timeout: float, pro
             raise FaultError(f"{service} did not converge within {timeout:.0f}s ({v.message}): "
                              "raise timeouts.converge if it is just slow")
         time.sleep(poll)
+
+
+def watch_settling(target: Target, service: str, image: str) -> bool:
+    """One look at a service whose wait ended early (settling): True once Swarm completed the update,
+    False while its monitor window is still open and nothing failed. FaultError when a new task failed
+    or turned unhealthy in the window (Swarm paused or rolled back the update): the run must roll back."""
+    v = judge(target.observe(service, image), image)
+    if v.done:
+        return True
+    if v.fatal or v.paused:
+        raise FaultError(f"{service} failed in Swarm's monitor window, after its new tasks had started "
+                         f"healthy: {v.message}")
+    return False

@@ -41,3 +41,10 @@ class Release:
 def commit_tag(sha: str) -> str:
     """The routine's immutable tag: git-commit-<sha7>."""
     return f"git-commit-{sha[:7]}"
+
+
+def prepush_tag(sha: str) -> str:
+    """The tag an image's bytes are pushed under while verify runs: never a release tag (the plan only
+    reads `git-commit-<sha7>` and the version), so an image that fails verify is never deployed and the
+    next ship builds and verifies it again. One per revision; it stays in the registry."""
+    return f"stackpatch-prepush-{sha[:7]}"

@@ -11,7 +11,7 @@ from typing import Any
 from stackpatch.config import Config
 from stackpatch.preflight import GitFacts, PreflightReport, evaluate
 from stackpatch.release.deploy_plan import describe, plan_deploy
-from stackpatch.release.model import PushedImage, Release, commit_tag
+from stackpatch.release.model import PushedImage, Release, commit_tag, prepush_tag
 from stackpatch.targets.base import TargetState, deployed_release
 
 # what a digest reads as in `plan`, before the push has made it
@@ -147,7 +147,8 @@ def make_plan(snap: Snapshot, cfg: Config) -> Plan:
                                   "dockerfile": i.dockerfile, "context": i.context, "cache_from": i.cache_from,
                                   "build_args": {"REVISION": sha, "VERSION": version,
                                                  **cfg.images[i.name].build_args}}))
-    if cfg.verify.enabled and cfg.verify.stack_file:
+    verifying = bool(cfg.verify.enabled and cfg.verify.stack_file)
+    if verifying:
         steps.append(Step("verify", "verify",
                           f"deploy {cfg.verify.stack_file} as a throwaway local stack with the built images, "
                           f"wait until healthy ({cfg.verify.timeout:.0f}s), run {len(cfg.verify.checks)} "
@@ -159,6 +160,10 @@ def make_plan(snap: Snapshot, cfg: Config) -> Plan:
         if i.partly_pushed:
             intent = (f"tag {i.repository}:{', :'.join(i.missing_tags)} → {i.partly_pushed[:19]} through the registry "
                       "API (the manifest copied by digest, no layer moves), then check every tag's digest")
+        elif verifying and not i.already_pushed:
+            intent = (f"push the layers of {i.repository} as :{prepush_tag(sha)} while verify runs, then, once it "
+                      f"passed, tag :{i.tags[0]} and :{i.tags[1]} (the manifest copied by digest), record the "
+                      "digest, cross-check it with the registry API")
         else:
             intent = (f"push {i.repository}:{i.tags[0]} and :{i.tags[1]}, record the digest, cross-check "
                       "it with the registry API" + (f" (already there at {i.already_pushed[:19]})"

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from stackpatch.errors import EngineError, FaultError, StackpatchError, UserError
 from stackpatch.release import journal as J
-from stackpatch.release.converge import wait_converged
+from stackpatch.release.converge import wait_converged, watch_settling
 from stackpatch.release.deploy_plan import undo_order
 from stackpatch.reporter import Reporter
 from stackpatch.targets.base import LABEL_RUN_ID, Target, same_image
@@ -108,6 +108,7 @@ class Context:
     renew: Callable[[], Any] | None = None   # renews the lock (the run's heartbeat)
     renew_every: float = 60.0
     job_results: dict[str, int] = field(default_factory=dict)  # from the journal: jobs that ended
+    settling: dict[str, dict] = field(default_factory=dict)    # update steps whose monitor window is open
     _renewed: float = field(default_factory=time.monotonic)
 
     def progress(self, msg: str) -> None:
@@ -178,11 +179,32 @@ def start_update(ctx: Context, step: dict, *, undo: bool = False) -> None:
         ctx.progress(f"{svc}: → {image} ({order})")
 
 
-def wait_update(ctx: Context, step: dict, *, undo: bool = False) -> float:
-    """Wait until every task of the service runs the step's image, healthy."""
+def wait_update(ctx: Context, step: dict, *, undo: bool = False, early: bool = False) -> float:
+    """Wait until every task of the service runs the step's image, healthy. With `early` (a later step
+    of the run will look again), the wait ends when only Swarm's monitor window is left; the step is
+    then watched (`settle`) by the steps that follow instead of waited for."""
     image = step["previous_image"] if undo else step["image"]
-    return wait_converged(ctx.target, step["service"], image, step.get("timeout", 300), ctx.progress,
-                          stop=ctx.renew_if_due if undo else ctx.tick)
+    took = wait_converged(ctx.target, step["service"], image, step.get("timeout", 300), ctx.progress,
+                          stop=ctx.renew_if_due if undo else ctx.tick, early=early and not undo)
+    if early and not undo:
+        ctx.settling[step["id"]] = step
+    return took
+
+
+def settle(ctx: Context, *, final: bool) -> None:
+    """Look at the services whose monitor window is open: a new task that failed or turned unhealthy in
+    it fails the current step (the run rolls back). With `final`, wait until Swarm completed each of
+    their updates: the run is never called deployed inside a window."""
+    for sid, step in list(ctx.settling.items()):
+        if final:
+            wait_converged(ctx.target, step["service"], step["image"], step.get("timeout", 300), ctx.progress,
+                           stop=ctx.tick)
+            done = True
+        else:
+            done = watch_settling(ctx.target, step["service"], step["image"])
+        if done:
+            del ctx.settling[sid]
+            ctx.progress(f"{step['service']}: update completed by Swarm")
 
 
 def do_update(ctx: Context, step: dict, *, undo: bool = False) -> float:
@@ -402,6 +424,7 @@ def check_serving(ctx: Context, url: str, revision: str, timeout: float, stop: b
 
 
 STEP_FUNCS = {"update": do_update, "gate": do_gate, "migrate": do_migrate, "prepull": do_prepull}
+WATCHING = ("gate", "migrate", "serving")  # the steps after which the open monitor windows are looked at
 
 
 # ------------------------------------------------------------------ running
@@ -446,9 +469,11 @@ def run_steps(ctx: Context, steps: list[dict], *, op: str, version: str | None, 
                     if u["id"] not in touched:
                         touched.append(u["id"])
                     start_update(ctx, u)
+                # a later gate, release phase or serving check watches Swarm's monitor window instead
+                early = any(s["kind"] in WATCHING and s["id"] not in done for s in steps[i + len(group):])
                 for u in group:
                     current = u["id"]
-                    wait_update(ctx, u)
+                    wait_update(ctx, u, early=early)
                     result(u["id"], time.monotonic() - t0)
                 i += len(group)
                 continue
@@ -464,7 +489,11 @@ def run_steps(ctx: Context, steps: list[dict], *, op: str, version: str | None, 
                 check_serving(ctx, step["url"], step["revision"], step.get("timeout", 60))
             else:
                 STEP_FUNCS[step["kind"]](ctx, step)
+            if ctx.settling:
+                settle(ctx, final=not any(s["kind"] in WATCHING and s["id"] not in done for s in steps[i:]))
             result(sid, time.monotonic() - t0)
+        if ctx.settling:  # never reached by a plan's steps (a watching step comes last); a safety net
+            settle(ctx, final=True)
         current = None
     except BaseException as e:  # noqa: BLE001 - every way out is journaled, then re-raised as a FaultError
         detail = _describe(e)

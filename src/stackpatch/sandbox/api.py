@@ -377,7 +377,10 @@ def _up(c, dir: Path, st: State, with_staging: bool = False) -> SandboxInfo:
             reg.start()
         report.did("registry")
     st.save(dir)
-    if rec:
+    if rec and nodes_mod.running(dir, rec):
+        nodes_mod.make_swarm(rec)  # checks every node is in the swarm and ready
+        report.reuse(f"{rec['count']} nodes ({', '.join(n['hostname'] for n in rec['nodes'])}) and the manager's sshd")
+    elif rec:
         with timed(f"start {rec['count']} dockerd (empty image stores), swarm, the manager's sshd"):
             nodes_mod.start_daemons(dir, rec, save, st.registry_port)
             nodes_mod.make_swarm(rec)
@@ -510,11 +513,14 @@ def _info(c, dir: Path, st: State) -> SandboxInfo:
                    "tcp": nodes_mod.tcp_host(st.nodes), "tls_cert_path": str(nodes_mod.client_cert_dir(dir)),
                    "ssh_home": str(nodes_mod.ssh_home(dir))}
     elif c is not None:
-        sw = c.info().get("Swarm") or {}
-        nodes = [{"name": n.attrs.get("Description", {}).get("Hostname", n.id),
-                  "role": n.attrs.get("Spec", {}).get("Role", "?"), "addr": n.attrs.get("Status", {}).get("Addr", ""),
-                  "docker_host": engine.docker_host() if n.id == sw.get("NodeID") else "",
-                  "state": n.attrs.get("Status", {}).get("State", "?")} for n in c.nodes.list()]
+        try:
+            sw = c.info().get("Swarm") or {}
+            nodes = [{"name": n.attrs.get("Description", {}).get("Hostname", n.id),
+                      "role": n.attrs.get("Spec", {}).get("Role", "?"), "addr": n.attrs.get("Status", {}).get("Addr", ""),
+                      "docker_host": engine.docker_host() if n.id == sw.get("NodeID") else "",
+                      "state": n.attrs.get("Status", {}).get("State", "?")} for n in c.nodes.list()]
+        except Exception:  # noqa: BLE001 - not a swarm (any more): status reports what it can read
+            nodes = []
     if c is not None:
         try:
             tasks = nodes_mod.tasks(c, st.stack)
@@ -648,6 +654,8 @@ def fork(info: SandboxInfo, dst: Path, stack: str, timeout: float = 180) -> Fork
     the already pushed release images, healthy and migrated."""
     if not STACK_RE.match(stack):
         raise UserError(f"stack name {stack!r} is not valid: letters, digits, '_', '.', '-'")
+    if info.connect:
+        raise UserError("a fork is made on the one-engine sandbox: this one has several nodes (`up --nodes 1`)")
     c = engine.client()
     dst = Path(dst).resolve()
     dst.mkdir(parents=True, exist_ok=True)

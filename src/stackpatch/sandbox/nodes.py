@@ -448,6 +448,11 @@ def start_sshd(dir: Path, rec: dict, save) -> None:
 
 # ---------------------------------------------------------------- status
 
+def running(dir: Path, rec: dict) -> bool:
+    """Every node's dockerd and the manager's sshd are up (a second `up` then starts nothing)."""
+    return all(dockerd_pid(rec, n["name"]) for n in rec["nodes"]) and bool(sshd_pid(dir, rec))
+
+
 def nodes_status(rec: dict) -> list[dict[str, Any]]:
     """[{name, role, addr, docker_host, state}] as the manager sees them (state: ready, down, …, or
     `stopped` when the node's dockerd is not running)."""
