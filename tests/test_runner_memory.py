@@ -216,7 +216,7 @@ def test_the_run_watches_swarms_monitor_window_instead_of_sitting_in_it(world):
     assert at("phpha: update completed by Swarm") < at("serving: ok")
     assert at("web: update completed by Swarm") < at("serving: ok")
     assert all(target._converged(s) for s in target.services.values())
-    assert intents(cfg) == ["update:phpfiles", "gate:canary", "migrate:alpha", "migrate:beta", "update:phpha",
+    assert intents(cfg) == ["prepull", "update:phpfiles", "gate:canary", "migrate:alpha", "migrate:beta", "update:phpha",
                             "update:web", "gate:rest", "serving"]
 
 
@@ -230,7 +230,7 @@ def test_a_task_that_fails_in_the_monitor_window_rolls_back(world):
         deploy(cfg, target)
     assert "failed in Swarm's monitor window" in str(e.value) and "gate:canary" in str(e.value)
     assert target.images() == OLD
-    assert intents(cfg) == ["update:phpfiles", "gate:canary"]
+    assert intents(cfg) == ["prepull", "update:phpfiles", "gate:canary"]
     assert target.job_starts == []
     assert states(cfg)[-2:] == [J.ROLLING_BACK, J.ROLLED_BACK]
 
