@@ -94,8 +94,13 @@ def test_status_shows_three_nodes_and_spread_tasks(nodes3):
         assert s["tasks"] and all(t["image"] == s["image"] for t in s["tasks"]), (name, s)
     # the edge holds the public port on the manager's address, and it answers from the host
     assert st["front_url"] == f"http://{nodes[0]['addr']}:{st['front_url'].rsplit(':', 1)[1]}"
+    # the sandbox is shared: another multinode test may have shipped on it already, so the front must
+    # serve the revision web runs now (its label), which is the sandbox's own release only before a ship
+    web_rev = docker(nodes[0]["docker_host"], "service", "inspect", f"{st['stack']}_web", "--format",
+                     '{{index .Spec.Labels "stackpatch.revision"}}').strip()
+    assert len(web_rev) == 40, web_rev
     with urllib.request.urlopen(st["front_url"] + "/version", timeout=5) as r:
-        assert json.load(r)["revision"] == st["revision"]
+        assert json.load(r)["revision"] == web_rev
     # the registry answers on the bridge with TLS signed by the sandbox's CA, and asks for credentials
     reg = st["registry"]
     assert ipaddress.ip_address(reg.rsplit(":", 1)[0]) in NET
