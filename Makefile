@@ -23,14 +23,17 @@ $(BIN)/stackpatch: pyproject.toml
 demo: setup
 	bash scripts/demo.sh "$(SANDBOX_DIR)"
 
+# the slowest tests are listed at the end (--durations): where the suite's time goes
 test: setup
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not bench" --durations=25 $(PYTEST_ARGS)
 
 test-fast: venv
 	$(BIN)/python -m pytest -q -m "not docker and not browser" $(PYTEST_ARGS)
 
+# the benchmark's own scripts checked end to end on a sandbox fork (marker `bench`), then the benchmark
 bench: setup
 	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m bench
 	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 docs: venv

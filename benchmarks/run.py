@@ -55,7 +55,7 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
-from benchmarks import builddir_bench, measure, schema  # noqa: E402
+from benchmarks import bigapp, builddir_bench, measure, schema  # noqa: E402
 
 CLI = str(Path(sys.executable).with_name("stackpatch"))
 SCRIPT = ROOT / "benchmarks" / "manual_routine.sh"
@@ -548,7 +548,10 @@ def run_script(args, info, root: Path, raw: Path, cleanup: Cleanup, k: int, tag:
         git.run("clone", "--quiet", "--", str(fork.origin_dir), str(kept_checkout), cwd=root)
         git.run("checkout", "--quiet", "--detach", RELEASE, cwd=kept_checkout)
     sha = one_line_fix(fork.app_dir, fix_line(contender, k), with_start=False, env={})
-    argv = argv + ["--repo", str(fork.origin_dir), "--ref", f"hotfix/{HOTFIX}", "--stack", fork.stack]
+    # the realistic app's origin as a URL: git clones it through its pack protocol, as from a remote,
+    # not by hard-linking the objects of a local path
+    repo = fork.origin_dir.as_uri() if args.app == "realistic" else str(fork.origin_dir)
+    argv = argv + ["--repo", repo, "--ref", f"hotfix/{HOTFIX}", "--stack", fork.stack]
     log(f"{contender.replace('_', ' ')}{tag} under {args.rate:g} req/s ({args.post_share:.0%} POSTs) on {fork.front_url}")
     figures = asyncio.run(measure.measure(
         f"{fork.front_url}/version", argv, raw, run_name(contender, k), rate=args.rate, before=args.before,
@@ -594,12 +597,25 @@ def run(args: argparse.Namespace) -> int:
     cf = FakeCloudflare().start()
     cleanup.add("stop the local Cloudflare API", cf.stop)
     env = {**os.environ, "STACKPATCH_CACHE_DIR": str(root / "cache"), "BENCH_CF_TOKEN": cf.token}
+    app: dict[str, Any] = {"app": args.app}
+    hook = None
+    if args.app == "realistic":
+        spec = bigapp.Spec(files=args.app_files, commits=args.app_commits, history_mb=args.app_history_mb)
+        wheel_files = bigapp.wheels()  # before anything starts: no PyPI and no cache refuses here
+        log(f"realistic app: {spec.files} files, {spec.commits} commits, {spec.history_mb} MB of history, "
+            f"{len(wheel_files)} wheels in its package index")
+
+        def hook(app_dir: Path) -> None:
+            t = time.monotonic()
+            app.update(bigapp.grow(app_dir, spec, wheel_files))
+            app["grow_s"] = round(time.monotonic() - t, 1)
+            app["wheels"] = len(wheel_files)
     try:
         sbdir = root / "sandbox"
         cleanup.add(f"sandbox down {name}", lambda: api.down(sbdir))
         log(f"sandbox up {name} in {sbdir}")
         t0 = time.monotonic()
-        info = api.up(sbdir, name=name)
+        info = api.up(sbdir, name=name, app_hook=hook)
         sandbox_s = time.monotonic() - t0
         cleanup.add("remove the images built under the sandbox's registry", lambda: remove_images(info.registry, name))
         user, password = registry_creds(info.registry_env_file)
@@ -665,7 +681,7 @@ def run(args: argparse.Namespace) -> int:
                  "lead_time_over_limit": round(sp["lead_time_s"] / statistics.median(r["limit_s"] for r in sp_runs), 2)}
     results = assemble(m, sp, mr, bd, cs, **limit, runs_per_contender=args.runs, date=stamp, generated_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                        bench={"rate": args.rate, "post_share": args.post_share, "request_timeout_s": args.request_timeout,
-                              "before_s": args.before, "after_s": args.after, "sandbox": name,
+                              "before_s": args.before, "after_s": args.after, "sandbox": name, "app": app,
                               "sandbox_up_s": round(sandbox_s, 1), "total_s": round(time.time() - t_bench, 1),
                               "hotfix": f"{RELEASE} → {HOTFIX}, one line appended to app/server.py",
                               "cdn": "stackpatch purges a local server speaking Cloudflare's API; the manual "
@@ -700,9 +716,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--command-timeout", type=float, default=900, help="seconds per contender command")
     ap.add_argument("--no-profile", dest="profile", action="store_false",
                     help="do not run the warm-up ship under pyinstrument (default: profile it when installed)")
-    ap.add_argument("--max-minutes", type=float, default=45, help="the whole benchmark's bound")
+    ap.add_argument("--max-minutes", type=float, default=90, help="the whole benchmark's bound")
     ap.add_argument("--runs", type=int, default=1,
                     help="runs per contender (issue 13 asks for 3 or more: medians, with the range)")
+    ap.add_argument("--app", choices=("realistic", "example"), default="realistic",
+                    help="realistic (default): the sandbox app grown to the seed's size and build costs "
+                         "(benchmarks/bigapp); example: the sandbox's own toy app, quick")
+    ap.add_argument("--app-files", type=int, default=20_000, help="the realistic app's generated files (default 20000)")
+    ap.add_argument("--app-commits", type=int, default=2_000, help="its generated commits (default 2000)")
+    ap.add_argument("--app-history-mb", type=int, default=200,
+                    help="the size its generated history packs to, MB (default 200; the wheels add ~95)")
     ap.add_argument("--no-competent", dest="competent", action="store_false",
                     help="leave out the third contender, benchmarks/competent_script.py")
     args = ap.parse_args(argv)

@@ -4,7 +4,6 @@ It checks that the script does what it says; the figures are the benchmark's to 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
@@ -12,15 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import measure, schema
+from benchmarks import schema
 from stackpatch import git
-from test_bench_manual_routine import one_line_hotfix, registry_login
+from test_bench_manual_routine import one_line_hotfix, run_contender
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "benchmarks" / "competent_script.py"
 
 
 @pytest.mark.docker
+@pytest.mark.bench
 def test_competent_script_patches_a_sandbox_fork_start_first_under_load(request, tmp_path):
     built: list[str] = []  # images the script builds; removed after the fork's stack is gone (LIFO finalizers)
     sandbox = request.getfixturevalue("sandbox")
@@ -33,16 +33,8 @@ def test_competent_script_patches_a_sandbox_fork_start_first_under_load(request,
     git.run("checkout", "--quiet", "--detach", "26.11.1", cwd=workdir / "src")
     (workdir / "src" / "stray.txt").write_text("left by someone\n")
     sha = one_line_hotfix(app, "# one-line hotfix (competent)\n")
-    env_user, env_pass = registry_login(sandbox)
-    argv = [sys.executable, str(SCRIPT),
-            "--repo", str(fork.origin_dir), "--ref", "hotfix/26.11.1b", "--version", "26.11.1b",
-            "--registry", f"{sandbox.registry}/{sandbox.name}", "--stack", fork.stack,
-            "--base-image", sandbox.base_image, "--workdir", str(workdir)]
-    built += [f"{sandbox.registry}/{sandbox.name}/{image}:git-commit-{sha[:7]}" for image in ("app", "front")]
-    figures = asyncio.run(measure.measure(f"{fork.front_url}/version", argv, tmp_path / "out", "competent_script",
-                                          rate=20, before=1.0, after=2.0, max_duration=600,
-                                          env={"REGISTRY_USER": env_user, "REGISTRY_PASSWORD": env_pass}))
-    log = (tmp_path / "out" / "competent_script.log").read_text()
+    figures, log, env_pass = run_contender(sandbox, fork, [sys.executable, str(SCRIPT), "--workdir", str(workdir)],
+                                           sha, tmp_path, "competent_script", built)
     assert figures["exit_code"] == 0, log[-2000:]
     assert env_pass not in log and env_pass not in json.dumps(figures), "the registry password leaked"
     assert figures["revision"] == sha and figures["new_revision_served"]

@@ -45,7 +45,24 @@ def registry_login(sandbox) -> tuple[str, str]:
             next(v for k, v in creds.items() if k.endswith("_PASSWORD")))
 
 
+def run_contender(sandbox, fork, argv: list[str], sha: str, tmp_path: Path, name: str,
+                  built: list[str]) -> tuple[dict, str, str]:
+    """A benchmark script (argv, given the fork's repo, hotfix ref, registry, stack and base image) run by the
+    benchmark's measure() under 20 req/s; the images it builds are added to `built`.
+    Returns its figures, its log and the registry password (to check it did not leak)."""
+    env_user, env_pass = registry_login(sandbox)
+    argv = argv + ["--repo", str(fork.origin_dir), "--ref", "hotfix/26.11.1b", "--version", "26.11.1b",
+                   "--registry", f"{sandbox.registry}/{sandbox.name}", "--stack", fork.stack,
+                   "--base-image", sandbox.base_image]
+    built += [f"{sandbox.registry}/{sandbox.name}/{image}:git-commit-{sha[:7]}" for image in ("app", "front")]
+    figures = asyncio.run(measure.measure(f"{fork.front_url}/version", argv, tmp_path / "out", name,
+                                          rate=20, before=1.0, after=2.0, max_duration=600,
+                                          env={"REGISTRY_USER": env_user, "REGISTRY_PASSWORD": env_pass}))
+    return figures, (tmp_path / "out" / f"{name}.log").read_text(), env_pass
+
+
 @pytest.mark.docker
+@pytest.mark.bench
 def test_manual_routine_script_patches_a_sandbox_fork_under_load(request, tmp_path):
     built: list[str] = []  # images the script builds; removed after the fork's stack is gone (LIFO finalizers)
     try:
@@ -55,16 +72,8 @@ def test_manual_routine_script_patches_a_sandbox_fork_under_load(request, tmp_pa
     except pytest.FixtureLookupError:
         pytest.skip("needs the sandbox fixtures (tests/conftest.py of the sandbox branch)")
     sha = one_line_hotfix(Path(fork.app_dir), "# one-line hotfix\n")
-    env_user, env_pass = registry_login(sandbox)
-    argv = ["bash", str(SCRIPT),
-            "--repo", str(fork.origin_dir), "--ref", "hotfix/26.11.1b", "--version", "26.11.1b",
-            "--registry", f"{sandbox.registry}/{sandbox.name}", "--stack", fork.stack,
-            "--base-image", sandbox.base_image]
-    built += [f"{sandbox.registry}/{sandbox.name}/{image}:git-commit-{sha[:7]}" for image in ("app", "front")]
-    figures = asyncio.run(measure.measure(f"{fork.front_url}/version", argv, tmp_path / "out", "manual_routine",
-                                          rate=20, before=1.0, after=2.0, max_duration=600,
-                                          env={"REGISTRY_USER": env_user, "REGISTRY_PASSWORD": env_pass}))
-    log = (tmp_path / "out" / "manual_routine.log").read_text()
+    figures, log, env_pass = run_contender(sandbox, fork, ["bash", str(SCRIPT)], sha, tmp_path, "manual_routine",
+                                           built)
     assert figures["exit_code"] == 0, log[-2000:]
     leaked = env_pass in log or env_pass in json.dumps(figures)
     assert not leaked, "the registry password is in the log or the figures"

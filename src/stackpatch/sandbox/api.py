@@ -19,7 +19,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from stackpatch import git, ui
 from stackpatch.errors import FaultError, UserError
@@ -262,8 +262,11 @@ def _build_and_push(reg: Registry, st: State, name: str, origin: Path, dir: Path
 # ---------------------------------------------------------------- up
 
 def up(dir: Path, name: str = "acme", registry_port: int | None = None, with_staging: bool = False,
-       nodes: int = 1) -> SandboxInfo:
+       nodes: int = 1, app_hook: Callable[[Path], Any] | None = None) -> SandboxInfo:
     """Bring the sandbox up (idempotent). Progress goes to stderr; the result says what was reused.
+
+    `app_hook(app_dir)`, when given, runs while the example repo is first created, on its develop branch
+    before the release is cut, and may commit there (the benchmark's realistic app grows the repo with it).
 
     Every refusal comes before anything is started or written; should one still happen on a first
     `up` (a registry port taken meanwhile), what this run made is undone."""
@@ -300,7 +303,7 @@ def up(dir: Path, name: str = "acme", registry_port: int | None = None, with_sta
             st.nodes = nodes_mod.plan(nodes)
     st.dir = str(dir)
     try:
-        return _up(c, dir, st, with_staging)
+        return _up(c, dir, st, with_staging, app_hook)
     except UserError:
         if fresh:  # a first `up` refused half-way leaves nothing behind
             if st.nodes:
@@ -341,7 +344,8 @@ def _preflight(c, dir: Path, st: State | None, name: str, multi: bool = False) -
                             "`stackpatch sandbox down` and `up` to pick another")
 
 
-def _up(c, dir: Path, st: State, with_staging: bool = False) -> SandboxInfo:
+def _up(c, dir: Path, st: State, with_staging: bool = False,
+        app_hook: Callable[[Path], Any] | None = None) -> SandboxInfo:
     report = Report()
     name = st.name
     app_dir, origin_dir = _paths(dir, name)
@@ -407,7 +411,7 @@ def _up(c, dir: Path, st: State, with_staging: bool = False) -> SandboxInfo:
         report.reuse(f"app repo {app_dir} (release {apprepo.RELEASE} at {st.revision[:12]})")
     else:
         with timed(f"create app repo {app_dir} with origin {origin_dir}"):
-            st.revision = apprepo.create(app_dir, origin_dir, values)
+            st.revision = apprepo.create(app_dir, origin_dir, values, grow=app_hook)
         report.did("app repo")
     st.save(dir)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import shutil
 from pathlib import Path
+from typing import Any, Callable
 
 from stackpatch import git
 from stackpatch.errors import FaultError
@@ -72,8 +73,10 @@ def _commit(repo: Path, msg: str, *paths: str) -> None:
     git.run("commit", "--quiet", "-m", msg, cwd=repo)
 
 
-def create(app_dir: Path, origin_dir: Path, values: dict[str, str]) -> str:
-    """Create the repo and its origin (removing half-made leftovers). Returns the full sha of the tag's commit."""
+def create(app_dir: Path, origin_dir: Path, values: dict[str, str],
+           grow: Callable[[Path], Any] | None = None) -> str:
+    """Create the repo and its origin (removing half-made leftovers). Returns the full sha of the tag's commit.
+    `grow(app_dir)` runs on develop before the release is cut (it may commit there)."""
     for d in (app_dir, origin_dir):
         if d.exists():
             shutil.rmtree(d)
@@ -101,6 +104,8 @@ def create(app_dir: Path, origin_dir: Path, values: dict[str, str]) -> str:
     (app_dir / "VERSION").write_text(f"{RELEASE}-dev\n")
     _commit(app_dir, "Production stack with an HAProxy edge, verification stack, stackpatch config, "
             "files.size and notes migrations", "migrations", "deploy", "stackpatch.toml", "VERSION")
+    if grow is not None:
+        grow(app_dir)
 
     branch = f"release/{RELEASE}"
     git.run("checkout", "--quiet", "-b", branch, "develop", cwd=app_dir)
