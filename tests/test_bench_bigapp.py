@@ -55,8 +55,10 @@ def test_same_spec_same_history(tmp_path):
 
 def test_build_files_name_the_pip_wheel(tmp_path):
     repo = tmp_path / "app"
-    for d in ("docker/app", "docker/front", "assets"):
-        (repo / d).mkdir(parents=True)
+    template = Path(__file__).resolve().parent.parent / "src/stackpatch/sandbox/template/docker"
+    for name in ("app", "front"):
+        (repo / "docker" / name).mkdir(parents=True)
+        (repo / "docker" / name / "Dockerfile").write_text((template / name / "Dockerfile").read_text())
     wheels = tmp_path / "wheels"
     wheels.mkdir()
     for name in ("pip-24.3.1-py3-none-any.whl", "six-1.16.0-py2.py3-none-any.whl"):
@@ -66,10 +68,14 @@ def test_build_files_name_the_pip_wheel(tmp_path):
     app = (repo / "docker/app/Dockerfile").read_text()
     assert "/tmp/deps/wheels/pip-24.3.1-py3-none-any.whl/pip install" in app
     assert "--no-index" in app and "@PIP_WHEEL@" not in app
-    # the heavy layers come before REVISION is declared: a new revision does not rebuild them
-    assert app.index("pip install") < app.index("compileall -q -j 0") < app.index("ARG REVISION")
+    # the heavy layers come after FROM and before REVISION is declared: a new revision does not rebuild
+    # them; the example app's own steps are all still there, after them
+    assert app.index("FROM ${BASE_IMAGE}") < app.index("pip install") < app.index("compileall -q -j 0") \
+        < app.index("ARG REVISION") < app.index("COPY app/ /app/")
+    assert (template / "app" / "Dockerfile").read_text().split("FROM ${BASE_IMAGE}\n", 1)[1] in app
     front = (repo / "docker/front/Dockerfile").read_text()
-    assert front.index("bundle.py") < front.index("ARG REVISION")
+    assert front.index("FROM ${BASE_IMAGE}") < front.index("bundle.py") < front.index("ARG REVISION")
     assert sorted(p.name for p in (repo / "vendor/wheels").iterdir()) == [
         "pip-24.3.1-py3-none-any.whl", "six-1.16.0-py2.py3-none-any.whl"]
     assert (repo / "requirements.txt").read_text() == (bigapp.HERE / "requirements.txt").read_text()
+    assert (repo / "assets" / "bundle.py").is_file()

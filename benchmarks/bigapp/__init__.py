@@ -12,8 +12,9 @@ before the release 26.11.1 is cut, and adds
 - a local package index: the wheels of `requirements.txt` (a few dozen, numpy, pandas, Django, boto3, …)
   under `vendor/wheels/`, downloaded once from PyPI into a cache (`wheels()`), then installed offline by
   the image build with `pip --no-index`;
-- Dockerfiles that do the work a real app's do, ordered so that a one-line change of `app/` rebuilds only
-  its own layer: dependencies, then the vendored code (compiled), then the app.
+- the example app's Dockerfiles given the work a real app's do (`app.steps`, `front.steps`, inserted after
+  FROM), ordered so that a one-line change of `app/` rebuilds only its own layers: dependencies, then the
+  vendored code (compiled), then the app.
 
 The manual routine builds these with `--no-cache` (1–4 min on 2 cores); stackpatch and the competent script
 build with BuildKit's cache. Nothing here runs in `make test` or `make demo`.
@@ -181,8 +182,18 @@ def import_history(repo: Path, spec: Spec, branch: str = "develop") -> dict:
     return {"commits": count, "generated_files": files, "history_mb": round(pack_kb / 1024, 1)}
 
 
+def with_steps(dockerfile: str, steps: str) -> str:
+    """The example app's Dockerfile with `steps` inserted right after its FROM line."""
+    lines = dockerfile.splitlines(keepends=True)
+    at = next((i for i, ln in enumerate(lines) if ln.upper().startswith("FROM ")), None)
+    if at is None:
+        raise RuntimeError("the example app's Dockerfile has no FROM line")
+    return "".join(lines[:at + 1]) + steps + "".join(lines[at + 1:])
+
+
 def write_build(repo: Path, wheel_files: list[Path]) -> None:
-    """requirements.txt, the wheels under vendor/wheels/, the asset bundler and the realistic Dockerfiles."""
+    """requirements.txt, the wheels under vendor/wheels/, the asset bundler, and the example app's own
+    Dockerfiles (docker/app, docker/front) given the heavy steps of app.steps and front.steps."""
     (repo / "requirements.txt").write_text((HERE / "requirements.txt").read_text())
     dst = repo / "vendor" / "wheels"
     dst.mkdir(parents=True, exist_ok=True)
@@ -191,10 +202,12 @@ def write_build(repo: Path, wheel_files: list[Path]) -> None:
     pip_wheel = next((w.name for w in wheel_files if w.name.startswith("pip-")), None)
     if pip_wheel is None:
         raise RuntimeError("the wheel cache has no pip wheel: remove it and run again")
+    (repo / "assets").mkdir(exist_ok=True)
     (repo / "assets" / "bundle.py").write_text((HERE / "bundle.py").read_text())
     for name in ("app", "front"):
-        text = (HERE / f"{name}.Dockerfile").read_text().replace("@PIP_WHEEL@", pip_wheel)
-        (repo / "docker" / name / "Dockerfile").write_text(text)
+        dockerfile = repo / "docker" / name / "Dockerfile"
+        steps = (HERE / f"{name}.steps").read_text().replace("@PIP_WHEEL@", pip_wheel)
+        dockerfile.write_text(with_steps(dockerfile.read_text(), steps))
 
 
 def grow(app_dir: Path, spec: Spec | None = None, wheel_files: list[Path] | None = None) -> dict:
