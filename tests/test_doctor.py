@@ -102,3 +102,40 @@ def test_doctor_names_an_unreachable_engine_and_exits_1(fork, tmp_path):
         assert checks["registry login"]["ok"]  # the registry check does not depend on the engine
     finally:
         cfg.write_text(text)
+
+
+def test_doctor_checks_each_node_host(fork):
+    """target.node_hosts: an entry for this engine's own node passes; a node the swarm does not have, and a
+    node whose engine does not answer, each fail with a line that says what to fix (exit 1)."""
+    import socket
+    import subprocess
+    node = subprocess.run(["docker", "info", "--format", "{{.Name}}"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = Path(fork.config_path)
+    text = cfg.read_text()
+    host = re.search(r'(?m)^docker_host = "(.*)"$', text)
+    own = host.group(1) if host else "unix:///var/run/docker.sock"
+    try:
+        cfg.write_text(text.replace("[target]\n", f'[target]\nnode_hosts = {{ "{node}" = "{own}" }}\n', 1))
+        r = cli("doctor", "--json", cwd=fork.app_dir)
+        assert r.returncode == 0, r.stderr
+        checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
+        assert checks[f"node host {node}"]["ok"] and f"answers as {node}" in checks[f"node host {node}"]["detail"]
+
+        cfg.write_text(text.replace("[target]\n", f'[target]\nnode_hosts = {{ "ghost-node" = "{own}", '
+                                                 f'"{node}" = "tcp://127.0.0.1:{port}" }}\n', 1))
+        r = cli("doctor", "--json", cwd=fork.app_dir)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
+        ghost = checks["node host ghost-node"]
+        assert not ghost["ok"] and "no node ghost-node in the swarm" in ghost["detail"] and node in ghost["detail"]
+        mine = checks[f"node host {node}"]
+        assert not mine["ok"] and f"127.0.0.1:{port}" in mine["detail"]
+        assert checks["engine reachable"]["ok"] and checks["stack"]["ok"]  # the rest is unaffected
+        t = cli("doctor", cwd=fork.app_dir)
+        assert t.returncode == 1 and "ghost-node" in t.stderr + t.stdout
+    finally:
+        cfg.write_text(text)

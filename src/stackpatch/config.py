@@ -138,7 +138,8 @@ class TargetConfig(Section):
         description="Node hostname → Docker engine of that node (`ssh://…`, `tcp://…` with the same `tls_*`). "
                     "A gate's command check and `stackpatch shell` reach a task on another node than "
                     "`docker_host`'s through it; without one, a command check runs as a one-off job from the "
-                    "task's image, networks, env and mounts on the task's node (beside the task, not in it).")
+                    "task's image, networks, env and mounts on the task's node (beside the task, not in it). "
+                    "`stackpatch doctor` checks that each engine answers and is its node's.")
     prepull: bool = Field(
         True, description="Before the canary, every node that may run a new task pulls the new images (one "
                           "global job per image, with the registry credentials); a node that cannot pull "

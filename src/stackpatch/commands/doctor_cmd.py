@@ -74,6 +74,11 @@ def run_checks(cfg) -> tuple[list[Check], list]:
             warnings = lint_state(state, cfg)
         except StackpatchError as e:
             checks.append(Check("stack", False, str(e)))
+    if facts is not None and facts.manager and cfg.target.node_hosts and hasattr(target, "node_host_checks"):
+        try:
+            checks += [Check(f"node host {node}", ok, detail) for node, ok, detail in target.node_host_checks()]
+        except StackpatchError as e:
+            checks.append(Check("node hosts", False, str(e)))
     return checks, warnings
 
 
@@ -87,7 +92,8 @@ def doctor_cmd(as_json: bool, config_path: str | None, target_name: str | None) 
 
     \b
     Checks: the engine answers (target.docker_host, else DOCKER_HOST, else the local socket); it is
-    a Swarm manager; its clock is within 5 s of this machine's; the registry accepts the login.
+    a Swarm manager; its clock is within 5 s of this machine's; the registry accepts the login; the
+    stack has the configured services; each target.node_hosts engine answers and is its node's.
     Then warns about update settings of the patched services that make an update lie, stall or
     fight stackpatch's rollback (the same warnings `plan` and `ship` print):
       - update_config.monitor shorter than the healthcheck's interval × retries (moby#37972);

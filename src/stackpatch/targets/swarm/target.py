@@ -375,6 +375,32 @@ class SwarmTarget:
             self._node_engines[host] = connect(host, *self._tls)[1]
         return self._node_engines[host]
 
+    def node_host_checks(self) -> list[tuple[str, bool, str]]:
+        """(node, ok, detail) for each target.node_hosts entry: the node is in this swarm, and the engine
+        named for it answers and is that node's (a wrong entry would send a gate's command check or
+        `stackpatch shell` to another node). `stackpatch doctor` shows them."""
+        if not self._node_hosts:
+            return []
+        nodes = {(n.get("Description") or {}).get("Hostname") or n["ID"]: n["ID"] for n in self.engine.nodes()}
+        out: list[tuple[str, bool, str]] = []
+        for node, host in sorted(self._node_hosts.items()):
+            if node not in nodes:
+                out.append((node, False, f"no node {node} in the swarm (its nodes: {', '.join(sorted(nodes))}): "
+                                         "name a node's hostname in target.node_hosts"))
+                continue
+            try:
+                info = self._node_engine(node).info()
+            except (UserError, FaultError) as e:
+                out.append((node, False, f"{host}: {e}"))
+                continue
+            node_id = (info.get("Swarm") or {}).get("NodeID")
+            if node_id != nodes[node]:
+                out.append((node, False, f"{host} is the engine of {info.get('Name') or 'another machine'}, not of "
+                                         f"{node}: give target.node_hosts.{node} that node's engine"))
+            else:
+                out.append((node, True, f"{host} answers as {node}"))
+        return out
+
     def _exec_in(self, engine: Engine, container_id: str, argv: list[str]) -> tuple[int, str]:
         ex = engine.exec_create(container_id, argv, stdout=True, stderr=True)
         out = engine.exec_start(ex["Id"], demux=False)
