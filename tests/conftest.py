@@ -27,6 +27,19 @@ def pytest_configure(config):
     signal.signal(signal.SIGTERM, _term)
 
 
+def pytest_collection_modifyitems(session, config, items):
+    """A test marked `nodes3_last` takes the shared 3-node sandbox down: it runs right after the last
+    other test that uses `nodes3`, whatever file that is in (tests/test_multinode_faults.py sorts after
+    tests/test_multinode.py), so the 3 nodes do not outlive the tests that need them."""
+    last = [i for i in items if i.get_closest_marker("nodes3_last")]
+    if not last:
+        return
+    rest = [i for i in items if not i.get_closest_marker("nodes3_last")]
+    users = [k for k, i in enumerate(rest) if "nodes3" in getattr(i, "fixturenames", ())]
+    at = users[-1] + 1 if users else len(rest)
+    items[:] = rest[:at] + last + rest[at:]
+
+
 def unique(prefix: str = "t") -> str:
     return f"{prefix}{uuid.uuid4().hex[:8]}"
 
@@ -62,15 +75,21 @@ def fork(sandbox, tmp_path):
 def nodes3():
     """ONE 3-node sandbox (`stackpatch sandbox up --nodes 3`: a manager and two workers, each a dockerd in
     its own network namespace) shared by every multi-node test; `sandbox down` at session end, even when
-    a test failed (tests/test_multinode.py's last test runs down itself and checks what it leaves)."""
+    a test failed (tests/test_multinode.py's test marked `nodes3_last`, run after every other test, runs
+    down itself and checks what it leaves). STACKPATCH_TEST_NODES3_DIR=DIR reuses (or makes) the sandbox
+    in DIR and keeps it (deselect the `nodes3_last` test: -m "multinode and not nodes3_last")."""
     import json
+    import os
     import subprocess
     import time
-    root = Path(tempfile.mkdtemp(prefix="stackpatch-test-nodes-"))
-    dir = root / "sandbox"
+    kept = os.environ.get("STACKPATCH_TEST_NODES3_DIR")  # a developer's own 3-node sandbox: reused, kept
+    root = Path(kept) if kept else Path(tempfile.mkdtemp(prefix="stackpatch-test-nodes-"))
+    dir = root / "sandbox" if not kept else root
+    name = json.loads((dir / "state.json").read_text())["name"] if kept and (dir / "state.json").exists() \
+        else unique("mn")
     try:
         t0 = time.monotonic()
-        proc = subprocess.run([CLI, "sandbox", "up", "--nodes", "3", "--dir", str(dir), "--name", unique("mn"),
+        proc = subprocess.run([CLI, "sandbox", "up", "--nodes", "3", "--dir", str(dir), "--name", name,
                                "--json"], capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
         info = json.loads(proc.stdout)
@@ -78,8 +97,9 @@ def nodes3():
         print(f"\nsandbox up --nodes 3: {info['up_seconds']}s", file=sys.stderr)
         yield info
     finally:
-        try:
-            if (dir / "state.json").exists():
-                subprocess.run([CLI, "sandbox", "down", "--dir", str(dir)], capture_output=True, timeout=300)
-        finally:
-            shutil.rmtree(root, ignore_errors=True)
+        if not kept:
+            try:
+                if (dir / "state.json").exists():
+                    subprocess.run([CLI, "sandbox", "down", "--dir", str(dir)], capture_output=True, timeout=300)
+            finally:
+                shutil.rmtree(root, ignore_errors=True)

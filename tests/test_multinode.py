@@ -3,7 +3,8 @@ manager reached three ways with the same results, a ship whose new image reaches
 pulling it from the TLS registry, and a `down` that leaves nothing behind.
 
 Every test but the first shares ONE 3-node sandbox (the session fixture `nodes3` in conftest.py); the
-last one takes it down and checks what is left (the fixture's own teardown then has nothing to do).
+one marked `nodes3_last` runs after every other test that uses it (conftest.py orders them) and takes it
+down, and checks what is left (the fixture's own teardown then has nothing to do).
 """
 
 from __future__ import annotations
@@ -223,6 +224,7 @@ def test_ship_reaches_every_task_on_every_node_pulled_from_the_registry(nodes3):
 
 @pytest.mark.docker
 @pytest.mark.multinode
+@pytest.mark.nodes3_last
 def test_down_leaves_no_namespace_process_bridge_or_rule(nodes3):
     dir = Path(nodes3["dir"])
     rec = json.loads((dir / "state.json").read_text())["nodes"]

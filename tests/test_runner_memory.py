@@ -317,6 +317,58 @@ def test_target_lost_mid_run_keeps_the_lock_then_resume_finishes_without_redoing
     assert target.lock is None
 
 
+def test_target_lost_mid_wave_comes_back_and_the_run_goes_on_journaled(world):
+    """timeouts.reconnect: the engine stops answering while phpha's update is made (a manager's dockerd
+    restarting), answers again at the first reconnect: the run goes on from the live state and ends
+    deployed, the lock released; the journal says where the target was lost and that it came back."""
+    cfg, target, _ = world
+    target.unreachable_after["update_image"] = 1
+    target.comes_back = True
+    rec = Recorder()
+    res = D.deploy(cfg, release(), yes=True, pause=False, reporter=rec, target=target)
+    assert res.state == J.DEPLOYED and target.lock is None
+    assert target.images() == {"phpfiles": NEW_APP, "phpha": NEW_APP, "web": NEW_FRONT}
+    assert target.reconnects == 1
+    lost = [r for r in records(cfg) if r["kind"] == "reconnect"]
+    assert [(r["step"], r["phase"]) for r in lost] == [("update:phpha", "lost"), ("update:phpha", "back")]
+    assert "does not answer" in lost[0]["detail"]
+    assert any(k == "warn" and "stopped answering during update:phpha" in m and "timeouts.reconnect" in m
+               for k, m in rec.messages)
+    assert states(cfg)[-1] == J.DEPLOYED
+    assert len(target.job_starts) == 2  # each migration ran once
+
+
+def test_target_lost_for_good_stops_the_run_after_the_reconnect_wait(world):
+    cfg, target, _ = world
+    target.unreachable_after["observe"] = 2
+    with pytest.raises(FaultError, match="target stopped answering at step update:"):
+        deploy(cfg, target)
+    assert target.reconnects == 1 and target.lock is not None and states(cfg)[-1] == J.INTERRUPTED
+    assert [r["phase"] for r in records(cfg) if r["kind"] == "reconnect"] == ["lost", "gave-up"]
+
+
+def test_no_reconnect_wait_when_timeouts_reconnect_is_0(world):
+    cfg, target, _ = world
+    cfg = cfg.model_copy(update={"timeouts": cfg.timeouts.model_copy(update={"reconnect": 0})})
+    target.unreachable_after["update_image"] = 1
+    target.comes_back = True
+    with pytest.raises(FaultError, match="target stopped answering"):
+        deploy(cfg, target)
+    assert target.reconnects == 0 and not [r for r in records(cfg) if r["kind"] == "reconnect"]
+
+
+def test_target_lost_during_the_rollback_comes_back_and_the_rollback_completes(world):
+    cfg, target, _ = world
+    target.behaviour[NEW_APP] = "crash"           # the canary fails: the run rolls back …
+    target.unreachable_after["read_service"] = 1   # … and loses the engine in the undo (its 2nd look)
+    target.comes_back = True
+    with pytest.raises(FaultError, match="rolled back"):
+        deploy(cfg, target)
+    assert target.images() == OLD and target.lock is None and states(cfg)[-1] == J.ROLLED_BACK
+    assert [(r["step"], r["phase"]) for r in records(cfg) if r["kind"] == "reconnect"] == [
+        ("undo update:phpfiles", "lost"), ("undo update:phpfiles", "back")]
+
+
 def test_target_lost_during_a_migration_then_resume_adopts_the_job(world):
     cfg, target, _ = world
     target.job_polls = 3

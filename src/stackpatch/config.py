@@ -213,6 +213,9 @@ class TimeoutsConfig(Section):
     check: float = Field(60, gt=0, description="Seconds a gate check keeps retrying before it fails.")
     lock_ttl: float = Field(3600, gt=0, description="Seconds after which a held lock counts as expired.")
     prepull: float = Field(300, gt=0, description="Seconds for every node to pull the new images (the pre-pull).")
+    reconnect: float = Field(60, ge=0, description="Seconds a run waits for an engine that stopped answering "
+                                                  "mid-run (a manager restarting) before it stops for `stackpatch "
+                                                  "resume`; each wait is journaled. 0: stop at once.")
 
 
 class HooksConfig(Section):

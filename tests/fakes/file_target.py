@@ -19,7 +19,7 @@ from tests.fakes.memory_target import MemoryTarget
 
 METHODS = ("read_state", "read_service", "update_image", "retry_update", "observe", "start_job", "find_job",
            "job_status", "remove_job", "start_pull", "pull_status", "exec", "read_lock", "create_lock", "remove_lock", "renew_lock",
-           "engine_facts")
+           "engine_facts", "reconnect")
 
 
 def save(path: Path, target: MemoryTarget) -> None:

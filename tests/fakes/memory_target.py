@@ -79,6 +79,8 @@ class MemoryTarget:
         self.pulls: list[tuple[str, str, list[str]]] = []  # (job, image, services) of every pull started
         self.reachable = True
         self.unreachable_after: dict[str, int] = {}  # method name -> calls left before the target goes away
+        self.comes_back = False                      # `reconnect` finds the target answering again
+        self.reconnects = 0                          # calls of `reconnect`
         self._clock = 0
 
     # ------------------------------------------------------------ plumbing
@@ -99,6 +101,16 @@ class MemoryTarget:
 
     def is_unreachable(self, e: BaseException) -> bool:
         return isinstance(e, EngineUnreachable)
+
+    def reconnect(self, timeout: float, stop=None) -> bool:
+        """The target answers again when `comes_back` says so (scripted), at once: no waiting here."""
+        self.reconnects += 1
+        if stop is not None:
+            stop()
+        if self.comes_back and not self.reachable:
+            self.reachable = True
+            self.unreachable_after.clear()
+        return self.reachable
 
     def engine_facts(self):
         import time
@@ -318,7 +330,8 @@ class MemoryTarget:
                 "updates": [list(u) for u in self.updates], "lock": asdict(self.lock) if self.lock else None,
                 "renewals": self.renewals, "reachable": self.reachable, "nodes": self.nodes,
                 "pull_fail": self.pull_fail, "pulls": [list(x) for x in self.pulls],
-                "unreachable_after": self.unreachable_after, "clock": self._clock}
+                "unreachable_after": self.unreachable_after, "clock": self._clock,
+                "comes_back": self.comes_back, "reconnects": self.reconnects}
 
     @classmethod
     def from_json(cls, d: dict) -> "MemoryTarget":
@@ -333,4 +346,5 @@ class MemoryTarget:
         t.nodes, t.pull_fail = list(d.get("nodes", t.nodes)), dict(d.get("pull_fail", {}))
         t.pulls = [(a, b, list(c)) for a, b, c in d.get("pulls", [])]
         t.unreachable_after, t._clock = dict(d["unreachable_after"]), d["clock"]
+        t.comes_back, t.reconnects = bool(d.get("comes_back")), int(d.get("reconnects", 0))
         return t

@@ -14,6 +14,8 @@ Record kinds (field `kind`):
   notify      {event, name, ok, attempts, detail}                a notification after the run ended
   resume      {owner, host, pid, after, done}   `resume` took the run over
   abort       {owner, host, pid, after}         `abort` took it over: from then on it is only undone
+  reconnect   {step, phase: lost|back|gave-up, detail, seconds}  the target stopped answering mid-run
+              (lost), then answered again (back: the step runs again) or not within timeouts.reconnect
 Never secrets: images, versions, names and timings only.
 """
 

@@ -109,6 +109,7 @@ class Context:
     renew_every: float = 60.0
     job_results: dict[str, int] = field(default_factory=dict)  # from the journal: jobs that ended
     settling: dict[str, dict] = field(default_factory=dict)    # update steps whose monitor window is open
+    reconnects: int = 0                                         # outages of the target survived so far
     _renewed: float = field(default_factory=time.monotonic)
 
     def progress(self, msg: str) -> None:
@@ -162,6 +163,49 @@ def _retry(ctx: Context, what: str, timeout: float, fn: Callable[[], tuple[bool,
         if time.monotonic() >= deadline:
             raise FaultError(f"{what} failed for {timeout:.0f}s: {last}")
         time.sleep(0.5)
+
+
+MAX_RECONNECTS = 5  # outages one run waits out; then the next one stops it for `resume`
+
+
+def reconnecting(ctx: Context, where: str, fn: Callable[[], Any], again: Callable[[], Any] | None = None) -> Any:
+    """Run fn (a step, or one part of a step); when the target stops answering in it, wait for the target
+    (`_await_target`), then run `again` (if given) and fn again. Every step is safe to run twice: an
+    update already made is not sent again, a pre-pull or release job of the run is adopted by its name, a
+    release job that ended is never started again, a wait or a check only looks."""
+    retry = False
+    while True:
+        try:
+            if retry and again is not None:
+                again()
+            return fn()
+        except BaseException as e:  # noqa: BLE001 - anything but a lost target goes on as it was
+            if not _await_target(ctx, where, e):
+                raise
+            retry = True
+
+
+def _await_target(ctx: Context, where: str, e: BaseException) -> bool:
+    """The target stopped answering (a manager's dockerd restarting, a dropped ssh connection): wait for
+    it to answer again, at most timeouts.reconnect seconds, journaled. True when it is back; False for any
+    other error, when waiting is off (0), or after MAX_RECONNECTS outages in this run."""
+    if isinstance(e, TargetUnreachable) or ctx.target is None or not ctx.target.is_unreachable(e):
+        return False
+    budget = float(getattr(getattr(ctx.cfg, "timeouts", None), "reconnect", 0) or 0)
+    if budget <= 0 or ctx.reconnects >= MAX_RECONNECTS:
+        return False
+    ctx.reconnects += 1
+    detail = _describe(e)
+    ctx.journal.append("reconnect", step=where, phase="lost", detail=detail)
+    ctx.reporter.warn(f"the target stopped answering during {where} ({detail}): reconnecting, for up to "
+                      f"{budget:.0f}s (timeouts.reconnect)")
+    t0 = time.monotonic()
+    back = ctx.target.reconnect(budget, stop=ctx.guard.check)
+    took = round(time.monotonic() - t0, 3)
+    ctx.journal.append("reconnect", step=where, phase="back" if back else "gave-up", seconds=took)
+    if back:
+        ctx.progress(f"the target answers again after {took:.1f}s: {where} goes on from the live state")
+    return back
 
 
 # ------------------------------------------------------------------ the steps
@@ -468,12 +512,14 @@ def run_steps(ctx: Context, steps: list[dict], *, op: str, version: str | None, 
                     intent(u)
                     if u["id"] not in touched:
                         touched.append(u["id"])
-                    start_update(ctx, u)
+                    reconnecting(ctx, u["id"], lambda u=u: start_update(ctx, u))
                 # a later gate, release phase or serving check watches Swarm's monitor window instead
                 early = any(s["kind"] in WATCHING and s["id"] not in done for s in steps[i + len(group):])
                 for u in group:
                     current = u["id"]
-                    wait_update(ctx, u, early=early)
+                    # after a lost target, the update is made again first if the live service lacks it
+                    reconnecting(ctx, u["id"], lambda u=u: wait_update(ctx, u, early=early),
+                                 again=lambda u=u: start_update(ctx, u))
                     result(u["id"], time.monotonic() - t0)
                 i += len(group)
                 continue
@@ -488,12 +534,13 @@ def run_steps(ctx: Context, steps: list[dict], *, op: str, version: str | None, 
             if step["kind"] == "serving":
                 check_serving(ctx, step["url"], step["revision"], step.get("timeout", 60))
             else:
-                STEP_FUNCS[step["kind"]](ctx, step)
+                reconnecting(ctx, sid, lambda step=step: STEP_FUNCS[step["kind"]](ctx, step))
             if ctx.settling:
-                settle(ctx, final=not any(s["kind"] in WATCHING and s["id"] not in done for s in steps[i:]))
+                final = not any(s["kind"] in WATCHING and s["id"] not in done for s in steps[i:])
+                reconnecting(ctx, sid, lambda final=final: settle(ctx, final=final))
             result(sid, time.monotonic() - t0)
         if ctx.settling:  # never reached by a plan's steps (a watching step comes last); a safety net
-            settle(ctx, final=True)
+            reconnecting(ctx, "settle", lambda: settle(ctx, final=True))
         current = None
     except BaseException as e:  # noqa: BLE001 - every way out is journaled, then re-raised as a FaultError
         detail = _describe(e)
@@ -568,7 +615,7 @@ def rollback(ctx: Context, steps: list[dict], touched: list[str], from_revision:
             sid = step["id"]
             jr.append("intent", step=sid, undo=True, image=step["previous_image"])
             try:
-                took = do_update(ctx, step, undo=True)
+                took = reconnecting(ctx, f"undo {sid}", lambda step=step: do_update(ctx, step, undo=True))
             except BaseException as e:  # noqa: BLE001
                 jr.append("result", step=sid, undo=True, ok=False, detail=_describe(e))
                 jr.append("state", state=J.ROLLBACK_FAILED, detail=f"undo {sid}: {_describe(e)}")

@@ -553,6 +553,36 @@ def status(dir: Path) -> SandboxInfo:
     return _info(engine.client(), dir, st)
 
 
+
+def _nodes_state(dir: Path) -> tuple[Path, State]:
+    dir, st = _load(dir)
+    if not st.nodes:
+        raise UserError(f"the sandbox in {dir} has one node, on this machine's engine: stopping and starting "
+                        "nodes is for `sandbox up --nodes N` (N > 1)")
+    return dir, st
+
+
+def stop_node(dir: Path, node: str, sig: int = 15) -> int | None:
+    """Stop one node's dockerd of a multi-node sandbox (`node`: manager, worker1… or its hostname) with
+    signal `sig` (9: a crash, its containers left running; 15: a clean stop); its pid, None if it was not
+    running. `start_node` (or a second `sandbox up`) starts it again."""
+    dir, st = _nodes_state(dir)
+    return nodes_mod.stop_daemon(st.nodes, node, sig)
+
+
+def link_node(dir: Path, node: str, up: bool) -> None:
+    """Cut one node of a multi-node sandbox off the bridge (up=False) or reconnect it (up=True)."""
+    dir, st = _nodes_state(dir)
+    nodes_mod.set_link(st.nodes, node, up)
+
+
+def start_node(dir: Path, node: str, timeout: float = 120) -> bool:
+    """Start one node's dockerd again with the arguments `up` gave it, and wait until the swarm counts
+    every node ready. True when it had to be started."""
+    dir, st = _nodes_state(dir)
+    return nodes_mod.start_daemon(dir, st.nodes, lambda: st.save(dir), node, timeout=timeout)
+
+
 # ---------------------------------------------------------------- down
 
 def down(dir: Path, all: bool = False) -> dict[str, Any]:

@@ -332,28 +332,89 @@ def start_daemons(dir: Path, rec: dict, save, registry_port: int) -> None:
     if not CERTS_D.is_dir():
         _made(dir, rec, save, "dir", str(CERTS_D))
         CERTS_D.mkdir(parents=True)
-    base = dir / "_nodes"
     for node in rec["nodes"]:
-        name = node["name"]
-        if dockerd_pid(rec, name):
-            continue
-        rd = run_dir(rec, name)
-        _made(dir, rec, save, "rundir", str(run_dir(rec)))
-        rd.mkdir(parents=True, exist_ok=True)
-        (base / name / "data").mkdir(parents=True, exist_ok=True)
-        argv = ["dockerd", "--data-root", str(base / name / "data"), "--exec-root", str(rd / "exec"),
-                "-H", unix_host(rec, name), "--pidfile", str(rd / "docker.pid"),
-                "--config-file", str(base / name / "daemon.json"), "--shutdown-timeout", "2"]
-        if node["role"] == "manager":
-            argv += ["-H", f"tcp://{node['addr']}:{TLS_PORT}", "--tlsverify", "--tlscacert", str(base / "ca.pem"),
-                     "--tlscert", str(base / "manager-cert.pem"), "--tlskey", str(base / "manager-key.pem")]
-        # nodeinit sets the hostname, binds the node's certs.d, then execs dockerd (found on PATH)
-        _spawn("nsenter", f"--net={NETNS_DIR / node['netns']}", "--",
-               "unshare", "--uts", "--mount", "--propagation", "slave", "--",
-               sys.executable, "-m", "stackpatch.sandbox.nodeinit", node["hostname"],
-               str(base / name / "certs.d"), str(CERTS_D), "--", *argv, log=base / name / "dockerd.log")
+        _spawn_daemon(dir, rec, save, node)
     for node in rec["nodes"]:
         wait_engine(rec, node["name"], dir / "_nodes" / node["name"] / "dockerd.log")
+
+
+def _spawn_daemon(dir: Path, rec: dict, save, node: dict) -> bool:
+    """Start the node's dockerd with the arguments `up` gives it, unless it runs; True when started."""
+    name = node["name"]
+    if dockerd_pid(rec, name):
+        return False
+    base = dir / "_nodes"
+    rd = run_dir(rec, name)
+    _made(dir, rec, save, "rundir", str(run_dir(rec)))
+    rd.mkdir(parents=True, exist_ok=True)
+    (base / name / "data").mkdir(parents=True, exist_ok=True)
+    argv = ["dockerd", "--data-root", str(base / name / "data"), "--exec-root", str(rd / "exec"),
+            "-H", unix_host(rec, name), "--pidfile", str(rd / "docker.pid"),
+            "--config-file", str(base / name / "daemon.json"), "--shutdown-timeout", "2"]
+    if node["role"] == "manager":
+        argv += ["-H", f"tcp://{node['addr']}:{TLS_PORT}", "--tlsverify", "--tlscacert", str(base / "ca.pem"),
+                 "--tlscert", str(base / "manager-cert.pem"), "--tlskey", str(base / "manager-key.pem")]
+    # nodeinit sets the hostname, binds the node's certs.d, then execs dockerd (found on PATH)
+    _spawn("nsenter", f"--net={NETNS_DIR / node['netns']}", "--",
+           "unshare", "--uts", "--mount", "--propagation", "slave", "--",
+           sys.executable, "-m", "stackpatch.sandbox.nodeinit", node["hostname"],
+           str(base / name / "certs.d"), str(CERTS_D), "--", *argv, log=base / name / "dockerd.log")
+    return True
+
+
+def node_record(rec: dict, node: str) -> dict:
+    """A node of the record by its name (`manager`, `worker1`…) or its hostname."""
+    for n in rec["nodes"]:
+        if node in (n["name"], n["hostname"]):
+            return n
+    raise UserError(f"this sandbox has no node {node}: its nodes are "
+                    f"{', '.join(n['name'] for n in rec['nodes'])}")
+
+
+def stop_daemon(rec: dict, node: str, sig: int = signal.SIGTERM, timeout: float = 30) -> int | None:
+    """Send `sig` to the node's dockerd and wait until it is gone (SIGKILL: its containers keep running
+    under their shims, as when a daemon crashes; SIGTERM: it stops them first). Its pid, None when it
+    did not run."""
+    name = node_record(rec, node)["name"]
+    pid = dockerd_pid(rec, name)
+    if pid is None:
+        return None
+    _kill([pid], sig)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and dockerd_pid(rec, name):
+        time.sleep(0.1)
+    if dockerd_pid(rec, name):
+        raise FaultError(f"the {name} node's dockerd (pid {pid}) did not stop within {timeout:.0f}s")
+    return pid
+
+
+def set_link(rec: dict, node: str, up: bool) -> None:
+    """Take the node's link to the bridge down (a network partition: its daemon and containers keep
+    running, nothing reaches them) or bring it back up (host side of its veth)."""
+    n = node_record(rec, node)
+    _run("ip", "link", "set", n["veth"], "up" if up else "down")
+
+
+def start_daemon(dir: Path, rec: dict, save, node: str, timeout: float = 120) -> bool:
+    """Start the node's dockerd again (after it died or was stopped) with the arguments `up` gave it,
+    wait until it answers and until the manager counts every node ready (the node rejoins by itself:
+    its swarm state is in its data root). True when it had to be started."""
+    n = node_record(rec, node)
+    started = _spawn_daemon(dir, rec, save, n)
+    wait_engine(rec, n["name"], dir / "_nodes" / n["name"] / "dockerd.log", timeout=timeout)
+    deadline = time.monotonic() + timeout
+    ready: list = []
+    while time.monotonic() < deadline:
+        try:
+            ready = [x for x in client(rec, "manager", 10).nodes.list()
+                     if x.attrs.get("Status", {}).get("State") == "ready"]
+        except Exception:  # noqa: BLE001 - the manager itself may be starting
+            ready = []
+        if len(ready) >= rec["count"]:
+            return started
+        time.sleep(0.5)
+    raise FaultError(f"after starting the {n['name']} node's dockerd, {len(ready)} of {rec['count']} nodes are "
+                     f"ready after {timeout:.0f}s (log: {dir / '_nodes' / n['name'] / 'dockerd.log'})")
 
 
 def client(rec: dict, node: str, timeout: int = 60):

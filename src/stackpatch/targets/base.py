@@ -306,6 +306,10 @@ class Target(Protocol):
     def is_unreachable(self, e: BaseException) -> bool:
         """True when `e` means the target could not be reached (as opposed to a refusal)."""
 
+    def reconnect(self, timeout: float, stop: Callable[[], None] | None = None) -> bool:
+        """After `is_unreachable`: connect again, retrying with backoff for at most `timeout` seconds, until
+        the target answers for the stack. True when it does; `stop` (called between tries) may raise."""
+
     def engine_facts(self) -> EngineFacts:
         """The engine's version, role and clock (`stackpatch doctor`)."""
 

@@ -96,7 +96,8 @@ class Engine:
             resp = self._api._post_json(self._api._url(path, *args), data=data, params=params or {},
                                         headers=headers or {})
             self._api._raise_for_status(resp)
-            return resp.json() or {}
+            # some answers have no body (a config update: 200 and nothing): not an unreadable reply
+            return (resp.json() if resp.content.strip() else None) or {}
         except Exception as e:  # noqa: BLE001
             raise map_error(self.host, e) from None
 

@@ -111,8 +111,43 @@ class SwarmTarget:
         auth = self._registry_auth()
         return {"X-Registry-Auth": auth} if auth else {}
 
+    # what a manager's engine answers while its swarm is not back yet (a restarted dockerd answers pings
+    # before its raft has a leader): mid-run, as much a lost target as a refused connection
+    NOT_READY = ("does not have a leader", "is not a swarm manager", "not part of a swarm", "swarm is not ready")
+
     def is_unreachable(self, e: BaseException) -> bool:
-        return isinstance(e, EngineUnreachable)
+        if isinstance(e, EngineUnreachable):
+            return True
+        return isinstance(e, EngineError) and any(w in str(e).lower() for w in self.NOT_READY)
+
+    def reconnect(self, timeout: float, stop: Callable[[], None] | None = None) -> bool:
+        """A new connection to the manager, tried with backoff (0.5 s doubling to 5 s) for `timeout`
+        seconds, until it answers as the manager of the stack again (listing the stack's services): True
+        then, False when the time is up. `stop` is called before each try (it raises to give up early)."""
+        import time
+        deadline = time.monotonic() + timeout
+        delay = 0.5
+        while True:
+            if stop is not None:
+                stop()
+            try:
+                client, engine = connect(self.docker_host, *self._tls)
+                engine.services(filters={"label": f"{STACK_LABEL}={self.stack}"})
+            except (EngineUnreachable, EngineError):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                time.sleep(min(delay, left))
+                delay = min(delay * 2, 5.0)
+                continue
+            old, self._client, self._engine = self._client, client, engine
+            self._node_engines.clear()   # the nodes' connections may be as stale
+            if old is not None:
+                try:
+                    old.close()
+                except Exception:  # noqa: BLE001 - a dead connection's close may fail: it is gone anyway
+                    pass
+            return True
 
     def engine_facts(self):
         return S.engine_facts(self.engine.info())
