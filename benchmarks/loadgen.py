@@ -7,11 +7,13 @@ line: its wall-clock start, status or error, latency and the `revision` of a `/v
     python benchmarks/loadgen.py http://127.0.0.1:8080/version --rate 100 --duration 30 --out run.jsonl
     python benchmarks/loadgen.py URL --stop-file /tmp/stop --max-duration 900 --out run.jsonl
     python benchmarks/loadgen.py URL --rate 500 --duration 10 --post-share 0.2 --post-path /notes
+    python benchmarks/loadgen.py http://127.0.0.1:8080/version --also-get /files/revision --duration 30
 
 With `--post-share S`, that share of the requests (spread evenly: with 0.2, every fifth) is a
 `POST <post-path>` of `{"request_id": "<tag>-<seq>", "text": "loadgen"}` instead of the GET, each with its
 own request id, so the rows the app wrote can be counted against the answers (`post_figures`): a request
-a proxy sent twice shows up as two rows with one request id.
+a proxy sent twice shows up as two rows with one request id. With `--also-get PATH` (repeatable), the GETs
+go to the URL's path and these paths in turn (the example app: /files/... is answered by another service).
 
 Every request opens its own connection (`Connection: close`), so each one proves that something is
 listening, which is what a deploy's gap is about. Plain asyncio streams, no client library: the generator
@@ -58,6 +60,8 @@ class Sample:
     revision: str | None      # `revision` of a JSON answer, if any
     method: str = "GET"
     request_id: str | None = None  # a POST's request id (what the app stores with its row)
+    path: str | None = None        # the request's path
+    connect_ms: float | None = None  # how long the TCP connect took (None: it never connected)
 
     @property
     def ok(self) -> bool:
@@ -87,11 +91,14 @@ def _revision(body: bytes) -> str | None:
 
 
 async def get(host: str, port: int, target: str, timeout: float, *, method: str = "GET",
-              payload: bytes | None = None) -> tuple[int, bytes]:
+              payload: bytes | None = None, timing: dict | None = None) -> tuple[int, bytes]:
     """One HTTP/1.1 request (GET unless told) on a new connection; (status, body). Raises OSError,
-    asyncio.TimeoutError, ValueError (a malformed answer)."""
+    asyncio.TimeoutError, ValueError (a malformed answer). `timing["connected"]`: the loop time the TCP
+    connection was up (a connect that takes 1 s or 3 s is a SYN the server side dropped)."""
     async def exchange() -> tuple[int, bytes]:
         reader, writer = await asyncio.open_connection(host, port)
+        if timing is not None:
+            timing["connected"] = asyncio.get_running_loop().time()
         try:
             head = (f"{method} {target} HTTP/1.1\r\nHost: {host}:{port}\r\nUser-Agent: stackpatch-loadgen\r\n"
                     "Accept: application/json\r\nConnection: close\r\n")
@@ -140,18 +147,20 @@ async def run(url: str, rate: float = 100.0, duration: float | None = None, *,
               stop_file: str | os.PathLike | None = None, stop_event: asyncio.Event | None = None,
               out: str | os.PathLike | None = None, timeout: float = 2.0,
               max_duration: float = 900.0, post_share: float = 0.0, post_path: str = "/notes",
-              tag: str | None = None) -> list[Sample]:
+              tag: str | None = None, also_get: Iterable[str] = ()) -> list[Sample]:
     """Send `rate` requests/s to `url` until `duration` passed, `stop_file` exists or `stop_event` is set,
     and never longer than `max_duration`; `post_share` of them are POSTs to `post_path` on the same host,
-    with request ids `<tag>-<seq>`. Returns the samples sorted by due time; writes them to `out`
+    with request ids `<tag>-<seq>`; the GETs go to the URL's path and the `also_get` paths in turn. Returns the samples sorted by due time; writes them to `out`
     (JSON lines, in completion order, flushed as they come) when given."""
     check_url(url)
     if not (0 < rate <= MAX_RATE):
         raise ValueError(f"rate must be in (0, {MAX_RATE:g}] requests/s, not {rate}")
     if not (0 <= post_share <= 1):
         raise ValueError(f"post_share must be between 0 and 1, not {post_share}")
-    if not post_path.startswith("/"):
-        raise ValueError(f"post_path must start with '/', not {post_path!r}")
+    also_get = list(also_get)
+    for p in [post_path, *also_get]:
+        if not p.startswith("/"):
+            raise ValueError(f"a path must start with '/', not {p!r}")
     tag = tag or new_tag()
     if duration is None and stop_file is None and stop_event is None:
         raise ValueError("give a duration, a stop file or a stop event: the load must be bounded")
@@ -161,22 +170,26 @@ async def run(url: str, rate: float = 100.0, duration: float | None = None, *,
     stop_path = Path(stop_file) if stop_file is not None else None
     parts = urlsplit(url)
     host, port = parts.hostname, parts.port or 80
-    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    targets = [(parts.path or "/") + (f"?{parts.query}" if parts.query else ""), *also_get]
     samples: list[Sample] = []
     sink = open(out, "w", encoding="utf-8") if out is not None else None
     loop = asyncio.get_running_loop()
 
     async def one(seq: int, due_mono: float, due_wall: float) -> None:
         sent = loop.time()
+        timing: dict = {}
         status = error = revision = request_id = None
         method = "GET"
+        # the GETs in turn over the targets: the n-th GET (n = seq minus the POSTs before it)
+        path = post_path if is_post(seq, post_share) else \
+            targets[(seq - math.floor(seq * post_share + 1e-9)) % len(targets)]
         try:
             if is_post(seq, post_share):
                 method, request_id = "POST", f"{tag}-{seq}"
                 payload = json.dumps({"request_id": request_id, "text": "loadgen"}).encode()
-                status, body = await get(host, port, post_path, timeout, method="POST", payload=payload)
+                status, body = await get(host, port, path, timeout, method="POST", payload=payload, timing=timing)
             else:
-                status, body = await get(host, port, target, timeout)
+                status, body = await get(host, port, path, timeout, timing=timing)
             revision = _revision(body)
         except asyncio.TimeoutError:
             error = f"Timeout: no complete answer within {timeout:g}s"
@@ -184,7 +197,8 @@ async def run(url: str, rate: float = 100.0, duration: float | None = None, *,
             error = f"{type(e).__name__}: {e}".strip()[:200]
         done = loop.time()
         s = Sample(seq, due_wall, due_mono - t0_mono, status, error, round((done - sent) * 1000, 3),
-                   round(max(0.0, sent - due_mono) * 1000, 3), revision, method, request_id)
+                   round(max(0.0, sent - due_mono) * 1000, 3), revision, method, request_id, path,
+                   round((timing["connected"] - sent) * 1000, 3) if "connected" in timing else None)
         samples.append(s)
         if sink is not None:
             sink.write(json.dumps(s.to_json()) + "\n")
@@ -316,6 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--post-share", type=float, default=0.0,
                     help="share of the requests that are POSTs, 0-1 (default 0: only GETs)")
     ap.add_argument("--post-path", default="/notes", help="where the POSTs go (default /notes)")
+    ap.add_argument("--also-get", action="append", default=[], metavar="PATH",
+                    help="another path for the GETs, in turn with the URL's (repeatable)")
     ap.add_argument("--tag", help="request-id prefix of the POSTs (default: a new one, printed)")
     args = ap.parse_args(argv)
     try:
@@ -323,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
         tag = args.tag or new_tag()
         samples = asyncio.run(run(args.url, args.rate, args.duration, stop_file=args.stop_file,
                                   out=args.out, timeout=args.timeout, max_duration=args.max_duration,
-                                  post_share=args.post_share, post_path=args.post_path, tag=tag))
+                                  post_share=args.post_share, post_path=args.post_path, tag=tag,
+                                  also_get=args.also_get))
     except ValueError as e:
         print(f"loadgen: error: {e}", file=sys.stderr)
         return 2

@@ -41,6 +41,7 @@ class Server:
                 with lock:
                     srv.hits += 1
                     n = srv.hits
+                    srv.gets.append(self.path)
                 status, revision = script(n) if script else (srv.status, srv.revision)
                 body = json.dumps({"release": "26.11.1", "revision": revision}).encode()
                 self.send_response(status)
@@ -61,6 +62,7 @@ class Server:
                 self.wfile.write(body)
 
         self.posts: list[tuple[str, dict]] = []
+        self.gets: list[str] = []
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), H)
         self.httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/version"
@@ -127,6 +129,21 @@ def test_loadgen_mixes_in_posts_each_with_its_own_request_id():
     assert [r["revision"] for r in s["revisions"]] == ["abc1234def"]  # POST answers name no revision
     with pytest.raises(ValueError, match="post_share"):
         asyncio.run(loadgen.run(srv.url, rate=1, duration=0.1, post_share=1.5))
+
+
+def test_loadgen_spreads_the_gets_over_the_paths_in_turn():
+    with Server() as srv:
+        samples = asyncio.run(loadgen.run(srv.url, rate=50, duration=0.6, post_share=0.2,
+                                          also_get=["/files/revision"]))
+    gets = [s for s in samples if s.method == "GET"]
+    assert len(samples) == 30 and len(gets) == 24 and all(s.ok for s in samples)
+    # in turn, POSTs left out of the count: /version, /files/revision, /version, ...
+    assert [s.path for s in gets] == ["/version", "/files/revision"] * 12
+    assert all(0 <= s.connect_ms <= s.latency_ms for s in samples)  # the connect, within the request's time
+    assert sorted(srv.gets) == sorted(s.path for s in gets)
+    assert {s.path for s in samples if s.method == "POST"} == {"/notes"}
+    with pytest.raises(ValueError, match="must start with '/'"):
+        asyncio.run(loadgen.run(srv.url, rate=1, duration=0.1, also_get=["files"]))
 
 
 def test_post_figures_set_the_rows_against_the_answers():

@@ -70,6 +70,19 @@ def test_keep_alive_serves_several_requests_on_one_connection(app):
         assert status == 200 and body == b"ok\n"
 
 
+def test_the_files_service_answers_its_revision(app):
+    """What the front's /files/... reaches (the phpfiles tasks): the release and revision of the image."""
+    import json
+    proc, port = app
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        status, headers, body = request(s, get("/files/revision"))
+        data = json.loads(body)
+        assert status == 200 and data["service"] == "files"
+        assert (data["release"], data["revision"]) == ("1.2.3", "f" * 40) and data["host"] == socket.gethostname()
+        assert headers["cache-control"] == "no-store"
+        assert request(s, get("/files/nothing-here"))[0] == 404
+
+
 def test_post_without_a_database_is_503_and_bad_input_400(app):
     proc, port = app
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:

@@ -1,18 +1,20 @@
-"""Zero downtime: an open-loop load of 100 requests/s (a fifth of them POSTs that each write a row), to the
-sandbox's public port on 127.0.0.1, bounded, while the deploy patches phpfiles, phpha and web.
+"""Zero downtime: an open-loop load of 100 requests/s (a fifth of them POSTs that each write a row, the
+GETs in turn /version, answered by phpha, and /files/revision, answered by phpfiles), to the sandbox's
+public port on 127.0.0.1, bounded, while `ship` patches phpfiles, phpha and web, then while `rollback`
+returns them, then while phpfiles is replaced stop-first, the way the manual routine does it.
 
 The stack is the example's: HAProxy (edge) holds the host-mode port and is never patched; nginx (web)
-and the app are replaced start-first behind it. The test asserts what issue 16 asks of it:
-- no request fails, and none stalls (over STALL_MS: a request a proxy held on to while it waited for a
-  timeout or retried its way round a dead task);
+and the app are replaced start-first behind it. The test asserts what issues 12 and 16 ask of it:
+- through the ship and through the rollback, separately: no request fails, none is slower than 1 s, and
+  at least 90 % of the planned requests were sent (assert_load_held); every latency is recorded, the
+  p99 before and during and the slowest are printed;
 - no POST is applied twice (rows in the database against the answers), none answered 2xx is lost;
-- every latency is recorded and printed (p99 before and during, the slowest): the latency targets
-  (none slower than 1 s, p99 during at most twice p99 before) are `make bench`'s, measured on a machine
-  that runs nothing else; asserted here they failed whenever another process loaded the 2 cores
-  (a 2-s POST at a load average of 15, with 0 failed requests) — speed is measured, not asserted;
 - the page (nginx's index.html, no-cache) and its fingerprinted assets load at every moment: the
   release changes style.css, so its page names another style.<hash>.css, and a page of either release
-  finds its assets whichever web task answers; the old release's assets stay servable afterwards.
+  finds its assets whichever web task answers; the old release's assets stay servable afterwards;
+- the proxies' retries cannot hide a gap: phpfiles (1 replica) updated stop-first under the same load
+  makes the /files/ requests fail or stall, and the /version ones (phpha) not. So the 0 of the real
+  ship is the start-first rollout's, not an artifact of the edge's and nginx's retries.
 The 500 requests/s version, against the manual routine's stop-first redeploy, is `make bench`'s.
 """
 
@@ -20,83 +22,149 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
 import time
 import urllib.request
 
 import pytest
 
 from benchmarks import loadgen, measure
-from deploy_helpers import AssetPoller, Load, cli, journal_records, p99, release, write_release
+from deploy_helpers import (SLOWEST_MS, AssetPoller, Load, assert_load_held, cli, images_now, journal_records,
+                            load_figures, lock_of, print_load_figures, release, write_release)
 
 pytestmark = pytest.mark.docker
 
 RATE = 100
 BEFORE_S = 10.0  # the baseline: the same load with nothing deploying
-STALL_MS = 5000  # the edge gives up a connect after 1 s and retries; over 5 s, a request waited on a hung task
-#                 (the edge's server timeout is 10 s: a stall the old load test counted as a success)
 
 
-def print_proxy_and_app_errors(stack: str, t0: float) -> None:
+def print_proxy_and_app_errors(stack: str, t0: float, t1: float) -> None:
     """What the edge logged (it logs only errors, retries and redispatches), nginx's errors and the app's
-    slow database calls, with seconds since the deploy started: to read when a figure is off."""
+    slow database calls between t0 and t1 (epoch seconds): to read when a figure is off."""
     import docker
     c = docker.from_env()
     for svc in ("edge", "web", "phpha", "phpfiles"):
         for ctr in c.containers.list(all=True, filters={"label": f"com.docker.swarm.service.name={stack}_{svc}"}):
-            for line in ctr.logs(timestamps=True, since=int(t0) - 15).decode(errors="replace").splitlines():
-                if any(k in line for k in ("[error]", " took ", "/<NOSRV>", " 50", "DOWN", "draining")):
-                    print(f"  {svc}: {line[:220]}")
+            lines = [line for line in ctr.logs(timestamps=True, since=int(t0) - 15, until=int(t1) + 1)
+                     .decode(errors="replace").splitlines()
+                     if any(k in line for k in ("[error]", " took ", "/<NOSRV>", " 50", "DOWN", "draining"))]
+            for line in lines[:20]:
+                line = re.sub(r"\d{4}/\d\d/\d\d \S+ \[error\] \S+ \*\d+ |client: \S+ server: \S*, |host: \S+", "", line)
+                print(f"  {svc}: {line[:260]}")
+            if len(lines) > 20:
+                print(f"  {svc}: ... {len(lines) - 20} more")
+    # which task had which address when: to tell an old task's address from a new one's in the lines above
+    for svc in ("phpfiles", "phpha", "web"):
+        for task in sorted(c.api.tasks(filters={"service": f"{stack}_{svc}"}), key=lambda t: t["CreatedAt"]):
+            addrs = [a for n in task.get("NetworksAttachments") or [] for a in n.get("Addresses") or []]
+            st = task["Status"]
+            print(f"  task {svc} {task['ID'][:8]} {addrs} created {task['CreatedAt'][11:22]} "
+                  f"{st['State']} since {st['Timestamp'][11:22]} (desired {task['DesiredState']})")
 
 
-def test_no_request_fails_during_the_rollout(sandbox, fork, tmp_path):
+def step_spans(records: list[dict], t0: float) -> dict[str, list]:
+    """step -> [intent, result] in seconds since t0 (epoch), of a run's journal records."""
+    spans: dict[str, list] = {}
+    for rec in records:
+        if rec["kind"] in ("intent", "result"):
+            spans.setdefault(rec["step"], [None, None])[0 if rec["kind"] == "intent" else 1] = rec["ts"] - t0
+    return spans
+
+
+def stop_first_update(stack: str, service: str) -> None:
+    """The manual routine's redeploy: `docker service update --force --update-order stop-first`, the old
+    task stopped before the new one runs (argv list, waits until the update is done)."""
+    r = subprocess.run(["docker", "service", "update", "--quiet", "--force", "--update-order", "stop-first",
+                        f"{stack}_{service}"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
+def test_no_request_fails_nor_stalls_through_ship_and_rollback_but_a_stop_first_update_shows(sandbox, fork, tmp_path):
     rel = release(sandbox, "good")
-    load = Load(fork.front_url, RATE, post_share=0.2, max_seconds=300).start()
+    repo = str(fork.app_dir)
+    before_images = images_now(fork.app_dir)
+    load = Load(fork.front_url, RATE, post_share=0.2, max_seconds=400).start()
     pages = AssetPoller(fork.front_url).start()
     wall0 = time.time()
+    t = {}
     try:
         time.sleep(BEFORE_S)
-        t_start = time.time()
-        r = cli("deploy", "--repo", str(fork.app_dir), "--release", str(write_release(rel, tmp_path / "r.json")),
-                "--yes", "--json")
-        t_end = time.time()
+        t["ship"] = time.time()
+        r = cli("deploy", "--repo", repo, "--release", str(write_release(rel, tmp_path / "r.json")), "--yes", "--json")
+        t["ship_end"] = time.time()
         time.sleep(2.0)
+        shipped = images_now(fork.app_dir) if r.returncode == 0 else None
+        run_recs = journal_records(fork.app_dir)
+        t["rollback"] = time.time()
+        rb = cli("rollback", "--repo", repo, "--yes", "--json") if r.returncode == 0 else None
+        t["rollback_end"] = time.time()
+        rb_recs = journal_records(fork.app_dir)
+        time.sleep(2.0)
+        pages.stop()
+        t["stopfirst"] = time.time()
+        if rb is not None and rb.returncode == 0:
+            stop_first_update(fork.stack, "phpfiles")
+        t["stopfirst_end"] = time.time()
+        time.sleep(1.0)
     finally:
         pages.stop()
         samples = load.stop()
     assert r.returncode == 0, r.stderr
-    spans = {}
-    for rec in journal_records(fork.app_dir):
-        if rec["kind"] in ("intent", "result") and not rec.get("undo"):
-            spans.setdefault(rec["step"], [None, None])[0 if rec["kind"] == "intent" else 1] = rec["ts"] - wall0
-    before = [s for s in samples if s.ok and s.ts < t_start]
-    during = [s for s in samples if s.ok and t_start <= s.ts <= t_end]
-    failed = [s for s in samples if not s.ok]
-    slowest = max(samples, key=lambda s: s.latency_ms)
+    assert json.loads(r.stdout)["state"] == "deployed"
+    assert rb.returncode == 0, rb.stderr
+    assert json.loads(rb.stdout)["version"] == sandbox.release
+    spans, rb_spans = step_spans(run_recs, t["ship"]), step_spans(rb_recs, t["rollback"])
+    figs = {"before": load_figures(samples, RATE, wall0, t["ship"]),
+            "ship": load_figures(samples, RATE, t["ship"], t["ship_end"]),
+            "rollback": load_figures(samples, RATE, t["rollback"], t["rollback_end"]),
+            "whole until the stop-first update": load_figures(samples, RATE, wall0, t["stopfirst"])}
     posts = loadgen.post_figures(samples, measure.notes_rows(fork.stack, load.tag))
-    summary = loadgen.summarize(samples)
-    print(f"\n{len(samples)} requests ({posts['post_requests']} POSTs) at {RATE}/s over {summary['duration_s']:.1f}s; "
-          "phases: " + ", ".join(f"{k} {v[1] - v[0]:.1f}s" for k, v in spans.items() if None not in v))
-    print(f"failed {len(failed)}; p99 before {p99(before):.1f} ms, during {p99(during):.1f} ms; slowest "
-          f"{slowest.latency_ms:.0f} ms ({slowest.method} at {slowest.ts - t_start:+.1f}s); longest gap "
-          f"{summary['longest_gap_s']:.2f}s; POSTs {json.dumps(posts)}; load average {os.getloadavg()}")
-    print_proxy_and_app_errors(fork.stack, t_start)
+    print(f"\n{len(samples)} requests ({posts['post_requests']} POSTs) at {RATE}/s")
+    for name, sp in (("ship", spans), ("rollback", rb_spans)):
+        print(f"  {name} steps (s since it started): "
+              + ", ".join(f"{k} {v[0]:+.1f}..{v[1]:+.1f}" for k, v in sp.items() if None not in v))
+    print_load_figures(figs)
+    print(f"  POSTs {json.dumps(posts)}; load average {os.getloadavg()}")
+    print_proxy_and_app_errors(fork.stack, t["ship"], t["stopfirst"])
 
-    assert len(before) >= RATE * BEFORE_S * 0.9 and len(during) >= RATE * 10  # the load really ran
     assert {"update:phpfiles", "update:phpha", "update:web"} <= set(spans)  # all three were replaced
-    assert not failed, [f"{s.t:.2f}s {s.method} {s.status} {s.error}" for s in failed[:5]]
+    assert figs["ship"]["seconds"] >= 10 and figs["rollback"]["seconds"] >= 5  # the load ran through both
+    unjudged = assert_load_held(figs, "before")
     assert posts["post_requests"] >= RATE * 0.2 * 10
     assert posts["post_applied_twice"] == 0, posts
-    assert posts["post_lost"] == 0 and posts["post_rows"] == posts["post_ok"] == posts["post_requests"], posts
-    assert slowest.latency_ms <= STALL_MS, f"{slowest.method} stalled {slowest.latency_ms:.0f} ms at {slowest.ts - t_start:+.1f}s"
-    revs = [s.revision for s in samples if s.ok and s.method == "GET"]
-    assert revs[0] == sandbox.revision and revs[-1] == rel.revision
-    assert json.loads(r.stdout)["state"] == "deployed"
+    assert posts["post_lost"] == 0 and posts["post_rows"] == posts["post_ok"], posts
+    # which release answered: both services' paths, old -> new (ship) -> old (rollback)
+    for path in ("/version", "/files/revision"):
+        revs = [s.revision for s in samples if s.ok and s.path == path and s.ts < t["stopfirst"]]
+        runs = [rv for i, rv in enumerate(revs) if i == 0 or revs[i - 1] != rv]
+        assert runs[0] == sandbox.revision and rel.revision in runs and runs[-1] == sandbox.revision, (path, runs[:6])
+        mid = [s.revision for s in samples if s.ok and s.path == path and t["ship_end"] < s.ts < t["rollback"]]
+        assert mid and set(mid) == {rel.revision}, path
+    # the end state of each: one release on every patched service, the lock released
+    assert set(shipped) == set(before_images) and all(rel.images[i].digest in shipped[n] for n, i in
+                                                      (("phpfiles", "app"), ("phpha", "app"), ("web", "front")))
+    assert images_now(fork.app_dir) == before_images and lock_of(fork.stack) is None
     # the assets: both releases' style sheets were asked for, every asset answer was a 200
     styles = sorted({name for _, name, _ in pages.answers if name.startswith("style.")})
-    bad = [(round(ts - t_start, 2), name, status) for ts, name, status in pages.answers if status != 200]
+    bad = [(round(ts - t["ship"], 2), name, status) for ts, name, status in pages.answers if status != 200]
     print(f"pages loaded: {pages.pages}, asset answers: {len(pages.answers)}, style sheets: {styles}")
     assert len(styles) == 2 and pages.pages >= 50, (styles, pages.pages)
     assert not bad, bad[:5]
-    for name in styles:  # the new web task carries the old release's assets too
+    for name in styles:  # the web task carries the other release's assets too
         with urllib.request.urlopen(f"{fork.front_url}/static/{name}", timeout=5) as a:
             assert a.status == 200 and a.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+
+    # the negative control: phpfiles stopped before its replacement is ready. The retries of the edge and
+    # nginx cannot make up a task that is not there: /files/ requests fail or stall, /version ones do not
+    sf = [s for s in samples if t["stopfirst"] <= s.ts <= t["stopfirst_end"]]
+    files_bad = [s for s in sf if s.path == "/files/revision" and (not s.ok or s.latency_ms > SLOWEST_MS)]
+    others_bad = [s for s in sf if s.path != "/files/revision" and (not s.ok or s.latency_ms > SLOWEST_MS)]
+    gap = [s.ts - t["stopfirst"] for s in files_bad]
+    print(f"stop-first update of phpfiles: {t['stopfirst_end'] - t['stopfirst']:.1f}s, {len(sf)} requests, "
+          f"/files/ failed or over 1 s: {len(files_bad)} ({min(gap, default=0):+.1f}s to {max(gap, default=0):+.1f}s; "
+          f"{sorted({str(s.status or s.error)[:40] for s in files_bad})}), other paths: {len(others_bad)}")
+    assert len(files_bad) >= 20, "the stop-first update's gap did not show: the load loop cannot see a stopped service"
+    assert not others_bad, [(s.path, s.status, s.error, s.latency_ms) for s in others_bad[:5]]
+    if unjudged:
+        pytest.skip(unjudged)

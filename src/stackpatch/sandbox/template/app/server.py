@@ -2,6 +2,8 @@
 
 GET  /health   200 "ok"; 503 "draining" once the server has been told to stop
 GET  /version  {"release": ..., "revision": <full git sha>, "host": ...}
+GET  /files/revision  {"service": "files", "release": ..., "revision": ..., "host": ...}: what the files
+               service (phpfiles) answers; the front sends /files/... to its tasks only
 GET  /status   an HTML page naming the release, the sha and the database's state
 POST /notes    {"request_id": "...", "text": "..."} -> 201 {"id": <row id>, "request_id": ...}: writes one
                row into `notes` every time it is called (not idempotent on purpose: a proxy that replays
@@ -175,6 +177,9 @@ class Handler(BaseHTTPRequestHandler):
                 self._text(200, "ok\n")
         elif path == "/version":
             self._json(200, {"release": RELEASE, "revision": REVISION, "host": socket.gethostname()})
+        elif path == "/files/revision":
+            self._json(200, {"service": "files", "release": RELEASE, "revision": REVISION,
+                             "host": socket.gethostname()})
         elif path in ("/", "/status"):
             page = (
                 "<!doctype html><html><head><meta charset='utf-8'><title>acme</title></head><body>"

@@ -4,6 +4,7 @@
 # (exec: the stop signal, SIGQUIT, reaches nginx itself and stops it gracefully).
 set -eu
 UPSTREAM=${UPSTREAM:-tasks.phpha}
+FILES=${FILES:-tasks.phpfiles}
 UPSTREAM_PORT=${UPSTREAM_PORT:-8000}
 PEERS=${PEERS:-tasks.web}
 PORT=${PORT:-8080}
@@ -29,6 +30,6 @@ for peer in $(getent ahostsv4 "$PEERS" 2>/dev/null | awk '{print $1}' | sort -u)
   echo "web: copied $got asset(s) of the running release from $peer" >&2
 done
 
-sed -e "s#@UPSTREAM@#$UPSTREAM#g" -e "s#@UPSTREAM_PORT@#$UPSTREAM_PORT#g" -e "s#@PEERS@#$PEERS#g" \
+sed -e "s#@UPSTREAM@#$UPSTREAM#g" -e "s#@FILES@#$FILES#g" -e "s#@UPSTREAM_PORT@#$UPSTREAM_PORT#g" -e "s#@PEERS@#$PEERS#g" \
     -e "s#@PORT@#$PORT#g" /front/nginx.conf > "$RUN/nginx.conf"
 exec nginx -c "$RUN/nginx.conf" -g "daemon off;"
