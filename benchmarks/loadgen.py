@@ -36,15 +36,26 @@ from typing import Any, Iterable
 from urllib.parse import urlsplit
 
 ALLOWED_HOST = "127.0.0.1"
+# the multi-node sandbox's addresses (RFC 2544, benchmarking only: never a real network); its edge holds the
+# public port on the manager's address there
+ALLOWED_NET = "198.18.0.0/15"
 HARD_MAX_DURATION = 3600.0   # no run lasts longer than this, whatever it is asked
 MAX_RATE = 2000.0
 
 
 def check_url(url: str) -> str:
-    """Load goes to 127.0.0.1 only; anything else is refused."""
+    """Load goes to 127.0.0.1, or to the benchmarking range 198.18.0.0/15 of the multi-node sandbox;
+    anything else is refused."""
+    import ipaddress
     parts = urlsplit(url)
-    if parts.scheme != "http" or parts.hostname != ALLOWED_HOST:
-        raise ValueError(f"refusing to send load to {url!r}: only http://{ALLOWED_HOST}[:port]/... is allowed")
+    try:
+        ours = parts.hostname == ALLOWED_HOST or ipaddress.ip_address(parts.hostname or "") in \
+            ipaddress.ip_network(ALLOWED_NET)
+    except ValueError:
+        ours = False
+    if parts.scheme != "http" or not ours:
+        raise ValueError(f"refusing to send load to {url!r}: only http://{ALLOWED_HOST}[:port]/... or an address "
+                         f"in {ALLOWED_NET} (the multi-node sandbox) is allowed")
     return url
 
 
@@ -320,7 +331,8 @@ def post_figures(samples: Iterable[Sample], rows: dict[str, int]) -> dict[str, A
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("url", help=f"http://{ALLOWED_HOST}:PORT/path (no other host is accepted)")
+    ap.add_argument("url", help=f"http://{ALLOWED_HOST}:PORT/path, or an address in {ALLOWED_NET} (no other "
+                                "host is accepted)")
     ap.add_argument("--rate", type=float, default=100.0, help="requests per second (default 100)")
     ap.add_argument("--duration", type=float, help="seconds to run")
     ap.add_argument("--stop-file", help="stop as soon as this file exists")

@@ -180,8 +180,10 @@ def test_fault6_target_unreachable_mid_run_then_resume(sandbox, fork, tmp_path):
     relay = Relay().restore()
     cfg = fork.app_dir / "stackpatch.toml"
     text = cfg.read_text()
-    cfg.write_text(text.replace('docker_host = "', f'docker_host = "{relay.url}"  # was "', 1)
-                   if 'docker_host = "' in text else text.replace("[target]\n", f'[target]\ndocker_host = "{relay.url}"\n', 1))
+    cfg.write_text((text.replace('docker_host = "', f'docker_host = "{relay.url}"  # was "', 1)
+                    if 'docker_host = "' in text else text.replace("[target]\n", f'[target]\ndocker_host = "{relay.url}"\n', 1))
+                   # the run waits 2 s for the target to come back (timeouts.reconnect), then stops for resume
+                   + "\n[timeouts]\nreconnect = 2\n")
     repo = str(fork.app_dir)
     p = popen("deploy", "--repo", repo, "--release", str(rf), "--yes")
     try:
@@ -195,6 +197,8 @@ def test_fault6_target_unreachable_mid_run_then_resume(sandbox, fork, tmp_path):
     last = err.strip().splitlines()[-1]
     assert "target stopped answering" in last and "stackpatch resume" in last
     assert lock_of(fork.stack) is not None  # nothing could be released or undone
+    assert "reconnecting, for up to 2s" in err
+    assert [r["phase"] for r in journal_records(fork.app_dir) if r["kind"] == "reconnect"] == ["lost", "gave-up"]
     r = cli("resume", "--repo", repo, "--yes")
     assert r.returncode == 2 and "does not answer" in r.stderr  # still down: one clear line
     relay.restore()

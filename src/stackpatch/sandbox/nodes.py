@@ -44,7 +44,8 @@ SSH_CONFIG_D = Path("/etc/ssh/ssh_config.d")
 NETNS_DIR = Path("/var/run/netns")
 TLS_PORT = 2376
 MAX_NODES = 5
-TOOLS = {"ip": "iproute2", "nsenter": "util-linux", "unshare": "util-linux", "iptables": "iptables",
+TOOLS = {"ip": "iproute2", "nsenter": "util-linux", "unshare": "util-linux", "setsid": "util-linux",
+         "iptables": "iptables",
          "sshd": "openssh-server", "dockerd": "docker.io", "mount": "mount"}
 # the programs run here, by name: root's PATH and the sbin directories (sshd, ip and iptables live there)
 SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin", "/usr/bin", "/bin"])
@@ -62,7 +63,8 @@ def preflight() -> None:
     if os.geteuid() != 0:
         raise UserError("sandbox up --nodes N > 1 makes network namespaces and daemons: run it as root")
     found = {"ip": shutil.which("ip", path=SBIN_PATH), "nsenter": shutil.which("nsenter", path=SBIN_PATH),
-             "unshare": shutil.which("unshare", path=SBIN_PATH), "iptables": shutil.which("iptables", path=SBIN_PATH),
+             "unshare": shutil.which("unshare", path=SBIN_PATH), "setsid": shutil.which("setsid", path=SBIN_PATH),
+             "iptables": shutil.which("iptables", path=SBIN_PATH),
              "sshd": shutil.which("sshd", path=SBIN_PATH), "dockerd": shutil.which("dockerd", path=SBIN_PATH),
              "mount": shutil.which("mount", path=SBIN_PATH)}
     missing = sorted({TOOLS[tool] for tool, path in found.items() if not path})
@@ -320,12 +322,15 @@ def dockerd_pid(rec: dict, node: str) -> int | None:
     return pid if _pid_alive(pid, sock(rec, node)) else None
 
 
-def _spawn(*argv: str, log: Path) -> subprocess.Popen:
-    """Detached (its own session), output to log, no stdin."""
+def _spawn(*argv: str, log: Path) -> None:
+    """Detached: `setsid --fork` runs it in a session of its own as a child of init, not of this process
+    (a test or a library caller that lives on would otherwise keep a zombie of a daemon stopped later);
+    output to log, no stdin."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as f:
-        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
-                                start_new_session=True, close_fds=True, env=_env())
+        p = subprocess.Popen(["setsid", "--fork", *argv], stdin=subprocess.DEVNULL, stdout=f,
+                             stderr=subprocess.STDOUT, close_fds=True, env=_env())
+    p.wait(timeout=30)  # setsid returns once it has forked
 
 
 def start_daemons(dir: Path, rec: dict, save, registry_port: int) -> None:
