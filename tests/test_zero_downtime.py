@@ -13,7 +13,7 @@ and the app are replaced start-first behind it. The test asserts what issues 12 
   release changes style.css, so its page names another style.<hash>.css, and a page of either release
   finds its assets whichever web task answers; the old release's assets stay servable afterwards;
 - the proxies' retries cannot hide a gap: phpfiles (1 replica) updated stop-first under the same load
-  makes the /files/ requests fail or stall, and the /version ones (phpha) not. So the 0 of the real
+  makes the /files/ requests fail, and the other paths (phpha) not. So the 0 of the real
   ship is the start-first rollout's, not an artifact of the edge's and nginx's retries.
 The 500 requests/s version, against the manual routine's stop-first redeploy, is `make bench`'s.
 """
@@ -30,7 +30,7 @@ import urllib.request
 import pytest
 
 from benchmarks import loadgen, measure
-from deploy_helpers import (SLOWEST_MS, AssetPoller, Load, assert_load_held, cli, images_now, journal_records,
+from deploy_helpers import (AssetPoller, Load, assert_load_held, cli, images_now, journal_records,
                             load_figures, lock_of, print_load_figures, release, write_release)
 
 pytestmark = pytest.mark.docker
@@ -156,15 +156,16 @@ def test_no_request_fails_nor_stalls_through_ship_and_rollback_but_a_stop_first_
             assert a.status == 200 and a.headers["Cache-Control"] == "public, max-age=31536000, immutable"
 
     # the negative control: phpfiles stopped before its replacement is ready. The retries of the edge and
-    # nginx cannot make up a task that is not there: /files/ requests fail or stall, /version ones do not
+    # nginx cannot make up a task that is not there: /files/ requests fail (nginx finds no task, or a closed
+    # one, and has none to retry on), and the other paths (phpha, running all along) do not
     sf = [s for s in samples if t["stopfirst"] <= s.ts <= t["stopfirst_end"]]
-    files_bad = [s for s in sf if s.path == "/files/revision" and (not s.ok or s.latency_ms > SLOWEST_MS)]
-    others_bad = [s for s in sf if s.path != "/files/revision" and (not s.ok or s.latency_ms > SLOWEST_MS)]
-    gap = [s.ts - t["stopfirst"] for s in files_bad]
+    files_failed = [s for s in sf if s.path == "/files/revision" and not s.ok]
+    others_failed = [s for s in sf if s.path != "/files/revision" and not s.ok]
+    gap = [s.ts - t["stopfirst"] for s in files_failed]
     print(f"stop-first update of phpfiles: {t['stopfirst_end'] - t['stopfirst']:.1f}s, {len(sf)} requests, "
-          f"/files/ failed or over 1 s: {len(files_bad)} ({min(gap, default=0):+.1f}s to {max(gap, default=0):+.1f}s; "
-          f"{sorted({str(s.status or s.error)[:40] for s in files_bad})}), other paths: {len(others_bad)}")
-    assert len(files_bad) >= 20, "the stop-first update's gap did not show: the load loop cannot see a stopped service"
-    assert not others_bad, [(s.path, s.status, s.error, s.latency_ms) for s in others_bad[:5]]
+          f"/files/ failed: {len(files_failed)} ({min(gap, default=0):+.1f}s to {max(gap, default=0):+.1f}s; "
+          f"{sorted({str(s.status or s.error)[:40] for s in files_failed})}), other paths failed: {len(others_failed)}")
+    assert len(files_failed) >= 20, "the stop-first update's gap did not show: the load loop cannot see a stopped service"
+    assert not others_failed, [(s.path, s.status, s.error, s.latency_ms) for s in others_failed[:5]]
     if unjudged:
         pytest.skip(unjudged)
