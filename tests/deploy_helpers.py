@@ -274,9 +274,11 @@ def assert_load_held(figs: dict[str, dict], baseline: str) -> str | None:
     load in the same run, nothing deploying) had a p99 over QUIET_P99_MS, the neighbours' load sets the
     tail (measured on this shared 2-core machine at load 10-15: a baseline p99 of 165-360 ms, and requests
     of 1.05-1.2 s while the deploy started its tasks, with 0 failed). Returns why the bound was not judged
-    (the test skips with it once every other check passed, so it shows), or None when it was judged."""
+    (the test skips with it once every other check passed, so it shows), or None when it was judged (or
+    held anyway)."""
     base = figs[baseline]
-    judged = base["p99_ms"] <= QUIET_P99_MS
+    held = all(fig["slowest_ms"] <= SLOWEST_MS for fig in figs.values())
+    judged = base["p99_ms"] <= QUIET_P99_MS or held  # a bound that held needs no excuse
     for what, fig in figs.items():
         assert fig["samples"] >= MIN_SHARE * fig["planned"], f"{what}: only {fig['samples']} of {fig['planned']} planned"
         assert not fig["failed"], f"{what}: {len(fig['failed'])} failed: {fig['failed'][:5]}"
