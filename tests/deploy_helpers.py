@@ -16,6 +16,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -250,6 +251,8 @@ def load_figures(samples, rate: float, t_from: float | None = None, t_to: float 
             "p99_ms": round(p99(win), 1) if win else None, "seconds": round(t_to - t_from, 1),
             # how late the generator sent a request (its own process starved): a stall of the client, not the stack
             "max_lag_ms": round(max((s.lag_ms for s in win), default=0)),
+            "failed_kinds": dict(Counter(f"{s.method} {s.path} {s.status or (s.error or '').split(':')[0]}"
+                                         for s in win if not s.ok).most_common(6)),
             "slowest5": [f"{s.method} {s.path} {s.latency_ms:.0f}ms (connect {s.connect_ms or -1:.0f}) at {s.ts - t_from:+.1f}s"
                          for s in sorted(win, key=lambda s: -s.latency_ms)[:5]]}
 
@@ -258,6 +261,7 @@ def print_load_figures(figs: dict[str, dict]) -> None:
     for name, f in figs.items():
         print(f"  {name}: {f['samples']} of {f['planned']} planned over {f['seconds']}s, failed {len(f['failed'])}, "
               f"p99 {f['p99_ms']} ms, slowest {f['slowest_ms']} ms, client lag up to {f['max_lag_ms']} ms; "
+              + (f"failed: {f['failed_kinds']}; " if f["failed"] else "") +
               f"slowest five: {', '.join(f['slowest5'])}")
 
 
@@ -270,9 +274,11 @@ def assert_load_held(figs: dict[str, dict], baseline: str) -> str | None:
     load in the same run, nothing deploying) had a p99 over QUIET_P99_MS, the neighbours' load sets the
     tail (measured on this shared 2-core machine at load 10-15: a baseline p99 of 165-360 ms, and requests
     of 1.05-1.2 s while the deploy started its tasks, with 0 failed). Returns why the bound was not judged
-    (the test skips with it once every other check passed, so it shows), or None when it was judged."""
+    (the test skips with it once every other check passed, so it shows), or None when it was judged (or
+    held anyway)."""
     base = figs[baseline]
-    judged = base["p99_ms"] <= QUIET_P99_MS
+    held = all(fig["slowest_ms"] <= SLOWEST_MS for fig in figs.values())
+    judged = base["p99_ms"] <= QUIET_P99_MS or held  # a bound that held needs no excuse
     for what, fig in figs.items():
         assert fig["samples"] >= MIN_SHARE * fig["planned"], f"{what}: only {fig['samples']} of {fig['planned']} planned"
         assert not fig["failed"], f"{what}: {len(fig['failed'])} failed: {fig['failed'][:5]}"
@@ -285,6 +291,31 @@ def assert_load_held(figs: dict[str, dict], baseline: str) -> str | None:
     return (f"every check passed; the 1-s bound was not judged: the machine is not quiet (with nothing deploying, "
             f"p99 {base['p99_ms']} ms > {QUIET_P99_MS} ms, slowest {base['slowest_ms']} ms; load average "
             f"{os.getloadavg()[0]:.1f}); the slowest request of the run took {worst[1]['slowest_ms']} ms ({worst[0]})")
+
+
+def print_proxy_and_app_errors(stack: str, t0: float, t1: float) -> None:
+    """What the edge logged (it logs only errors, retries and redispatches), nginx's errors and the app's
+    slow database calls between t0 and t1 (epoch seconds): to read when a figure is off."""
+    import docker
+    import re
+    c = docker.from_env()
+    for svc in ("edge", "web", "phpha", "phpfiles"):
+        for ctr in c.containers.list(all=True, filters={"label": f"com.docker.swarm.service.name={stack}_{svc}"}):
+            lines = [line for line in ctr.logs(timestamps=True, since=int(t0) - 15, until=int(t1) + 1)
+                     .decode(errors="replace").splitlines()
+                     if any(k in line for k in ("[error]", " took ", "/<NOSRV>", " 50", "DOWN", "draining"))]
+            for line in lines[:20]:
+                line = re.sub(r"\d{4}/\d\d/\d\d \S+ \[error\] \S+ \*\d+ |client: \S+ server: \S*, |host: \S+", "", line)
+                print(f"  {svc}: {line[:260]}")
+            if len(lines) > 20:
+                print(f"  {svc}: ... {len(lines) - 20} more")
+    # which task had which address when: to tell an old task's address from a new one's in the lines above
+    for svc in ("phpfiles", "phpha", "web"):
+        for task in sorted(c.api.tasks(filters={"service": f"{stack}_{svc}"}), key=lambda t: t["CreatedAt"]):
+            addrs = [a for n in task.get("NetworksAttachments") or [] for a in n.get("Addresses") or []]
+            st = task["Status"]
+            print(f"  task {svc} {task['ID'][:8]} {addrs} created {task['CreatedAt'][11:22]} "
+                  f"{st['State']} since {st['Timestamp'][11:22]} (desired {task['DesiredState']})")
 
 
 class AssetPoller:

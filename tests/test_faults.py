@@ -13,8 +13,8 @@ import pytest
 
 from benchmarks import loadgen, measure
 from deploy_helpers import (Load, Relay, RequestLoop, assert_load_held, cli, has_intent, images_now, journal_records,
-                            last_intent, load_figures, lock_of, popen, print_load_figures, release, services_json,
-                            version_of, wait_for, write_release)
+                            last_intent, load_figures, lock_of, popen, print_load_figures, print_proxy_and_app_errors,
+                            release, services_json, version_of, wait_for, write_release)
 
 pytestmark = pytest.mark.docker
 
@@ -157,6 +157,7 @@ def test_fault4_kill9_in_wave2_then_abort_restores_or_resume_completes_under_loa
     print()
     print_load_figures(figs)
     print(f"  POSTs {json.dumps(posts)}; load average {os.getloadavg()}")
+    print_proxy_and_app_errors(fork.stack, t["kill1"], time.time())
     unjudged = assert_load_held(figs, "baseline")
     assert posts["post_applied_twice"] == 0 and posts["post_lost"] == 0, posts
     now = services_json(fork.app_dir)["services"]

@@ -81,3 +81,19 @@ def test_swarm_spec_reader_reads_update_config_healthcheck_and_ports():
         "delay-over-monitor", "short-monitor", "start-first-host-port", "swarm-rollback"]
     spec["TaskTemplate"]["ContainerSpec"]["Healthcheck"] = {"Test": ["NONE"]}
     assert update_settings(spec, None).healthcheck == "disabled"
+
+
+def test_a_job_cloned_from_a_service_joins_its_networks_without_its_aliases():
+    """`docker stack deploy` gives each service its short name as a network alias; a job that kept it would
+    be in `tasks.phpfiles` (measured: nginx sent /files/ requests to the migration job, refused, then
+    connects timing out once it exited)."""
+    from stackpatch.targets.swarm.spec import job_spec
+    spec = {"Name": "acme-prod_phpfiles", "Labels": {"com.docker.stack.namespace": "acme-prod", "x": "y"},
+            "TaskTemplate": {"ContainerSpec": {"Image": "app:1", "Env": ["A=1", "B=2"]},
+                             "Networks": [{"Target": "net1", "Aliases": ["phpfiles"]}, {"Target": "net2"}]}}
+    job = job_spec("acme-prod_job", spec, "app:2", ["python3", "/app/migrate.py"], {"B": "3"})
+    assert job["TaskTemplate"]["Networks"] == [{"Target": "net1"}, {"Target": "net2"}]
+    assert spec["TaskTemplate"]["Networks"][0]["Aliases"] == ["phpfiles"]  # the service's own spec is untouched
+    cs = job["TaskTemplate"]["ContainerSpec"]
+    assert (cs["Image"], cs["Command"], cs["Env"]) == ("app:2", ["python3", "/app/migrate.py"], ["A=1", "B=3"])
+    assert "Replicas" not in job["Mode"] and job["Mode"]["ReplicatedJob"]["TotalCompletions"] == 1

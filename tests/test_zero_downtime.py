@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import time
 import urllib.request
@@ -31,36 +30,13 @@ import pytest
 
 from benchmarks import loadgen, measure
 from deploy_helpers import (AssetPoller, Load, assert_load_held, cli, images_now, journal_records,
-                            load_figures, lock_of, print_load_figures, release, write_release)
+                            load_figures, lock_of, print_load_figures, print_proxy_and_app_errors, release,
+                            write_release)
 
 pytestmark = pytest.mark.docker
 
 RATE = 100
 BEFORE_S = 10.0  # the baseline: the same load with nothing deploying
-
-
-def print_proxy_and_app_errors(stack: str, t0: float, t1: float) -> None:
-    """What the edge logged (it logs only errors, retries and redispatches), nginx's errors and the app's
-    slow database calls between t0 and t1 (epoch seconds): to read when a figure is off."""
-    import docker
-    c = docker.from_env()
-    for svc in ("edge", "web", "phpha", "phpfiles"):
-        for ctr in c.containers.list(all=True, filters={"label": f"com.docker.swarm.service.name={stack}_{svc}"}):
-            lines = [line for line in ctr.logs(timestamps=True, since=int(t0) - 15, until=int(t1) + 1)
-                     .decode(errors="replace").splitlines()
-                     if any(k in line for k in ("[error]", " took ", "/<NOSRV>", " 50", "DOWN", "draining"))]
-            for line in lines[:20]:
-                line = re.sub(r"\d{4}/\d\d/\d\d \S+ \[error\] \S+ \*\d+ |client: \S+ server: \S*, |host: \S+", "", line)
-                print(f"  {svc}: {line[:260]}")
-            if len(lines) > 20:
-                print(f"  {svc}: ... {len(lines) - 20} more")
-    # which task had which address when: to tell an old task's address from a new one's in the lines above
-    for svc in ("phpfiles", "phpha", "web"):
-        for task in sorted(c.api.tasks(filters={"service": f"{stack}_{svc}"}), key=lambda t: t["CreatedAt"]):
-            addrs = [a for n in task.get("NetworksAttachments") or [] for a in n.get("Addresses") or []]
-            st = task["Status"]
-            print(f"  task {svc} {task['ID'][:8]} {addrs} created {task['CreatedAt'][11:22]} "
-                  f"{st['State']} since {st['Timestamp'][11:22]} (desired {task['DesiredState']})")
 
 
 def step_spans(records: list[dict], t0: float) -> dict[str, list]:

@@ -106,8 +106,14 @@ def forced_spec(spec: dict) -> dict:
 
 def job_spec(name: str, template: dict, image: str, command: list[str], env: dict[str, str]) -> dict:
     """A `replicated-job` service that runs `command` once from `image`, cloned from the template
-    service's spec (same networks, env, mounts, secrets), with no healthcheck and no restart."""
+    service's spec (same networks, env, mounts, secrets), with no healthcheck and no restart. Not the
+    service's network aliases: `docker stack deploy` gives each service its short name as an alias, and
+    Swarm's DNS answers `<alias>` and `tasks.<alias>` with every task that carries it, so a job with the
+    alias joins the service's answer (at once: it has no healthcheck) and the proxies send it requests
+    it refuses, then, once it exited, connects that time out."""
     tt = copy.deepcopy(template["TaskTemplate"])
+    for net in tt.get("Networks") or []:
+        net.pop("Aliases", None)
     cs = tt["ContainerSpec"]
     cs["Image"] = image
     cs["Command"] = list(command)
