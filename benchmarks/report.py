@@ -55,6 +55,13 @@ def render(data: dict[str, Any], name: str = "") -> str:
         + (f", {sp['overhead_share_of_lead_time']:.1%} of its lead time" if "overhead_share_of_lead_time" in sp
            else "") + f" | {_mark(t.get('overhead_le_10pct'))} |",
     ]
+    cs = data["contenders"].get("competent_script")
+    if cs:
+        lines.append(
+            f"| lead time ≤ 1.3× the competent script's | {sp['lead_time_s']:.1f} s | competent script "
+            f"{cs['lead_time_s']:.1f} s ({cs['failed_requests']} of {cs['total_requests']:,} failed) | "
+            f"{sp['lead_time_s'] / cs['lead_time_s']:.2f}× | {_mark(t.get('lead_time_le_1_3x_competent'))} |")
+        lines.append(f"| overhead ≤ 5 % | {sp['overhead_share']:.1%} | – | – | {_mark(t.get('overhead_le_5pct'))} |")
     if sp.get("post_applied_twice") is not None:
         lines.append(
             f"| no POST applied twice | {sp['post_applied_twice']} of {sp['post_requests']:,} POSTs | "
@@ -90,6 +97,19 @@ def render(data: dict[str, Any], name: str = "") -> str:
     lines += ["stackpatch's phases (s): " + ", ".join(f"{k} {v:.2f}" for k, v in sp["phases"].items()) + ".",
               "",
               "manual routine's phases (s): " + ", ".join(f"{k} {v:.2f}" for k, v in mr["phases"].items()) + "."]
+    if cs:
+        lines += ["", "competent script's phases (s): " + ", ".join(f"{k} {v:.2f}" for k, v in cs["phases"].items())
+                  + "."]
+    runs = data.get("runs_per_contender") or 1
+    if runs > 1:
+        rng = {c: (d.get("range") or {}).get("lead_time_s") for c, d in data["contenders"].items()}
+        lines += ["", f"Each contender ran {runs} times; its figures are the medians. Lead time range: "
+                  + ", ".join(f"{c.replace('_', ' ')} {r[0]:.1f}–{r[1]:.1f} s" for c, r in rng.items() if r) + "."]
+    if data.get("limit_s"):
+        parts = data.get("limit_parts_s") or {}
+        lines += ["", f"Limit line: {data['limit_s']:.1f} s (" + ", ".join(f"{k} {v:.2f}" for k, v in parts.items())
+                  + f"); ship's wall time is {data.get('ship_over_limit', 0):.2f}× it, its lead time "
+                  f"{data.get('lead_time_over_limit', 0):.2f}×."]
     if sp.get("overhead_parts_s"):
         lines += ["", "stackpatch's overhead (s): " + ", ".join(f"{k} {v:.2f}" for k, v in
                                                               sp["overhead_parts_s"].items()) + "."]
