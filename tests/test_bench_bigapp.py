@@ -70,7 +70,7 @@ def test_build_files_name_the_pip_wheel(tmp_path):
     assert "--no-index" in app and "@PIP_WHEEL@" not in app
     # the heavy layers come after FROM and before REVISION is declared: a new revision does not rebuild
     # them; the example app's own steps are all still there, after them
-    assert app.index("FROM ${BASE_IMAGE}") < app.index("pip install") < app.index("compileall -q -j 0") \
+    assert app.index("FROM ${BASE_IMAGE}") < app.index("pip install") < app.index("compileall -q /opt/vendor") \
         < app.index("ARG REVISION") < app.index("COPY app/ /app/")
     assert (template / "app" / "Dockerfile").read_text().split("FROM ${BASE_IMAGE}\n", 1)[1] in app
     front = (repo / "docker/front/Dockerfile").read_text()
