@@ -441,13 +441,14 @@ class Cleanup:
 
 
 def remove_images(registry_host: str, namespace: str) -> None:
-    """Every local image tagged under this sandbox's registry namespace (unique port: ours only)."""
+    """Every local image tagged under this sandbox's registry namespace or a fork's (`<name>-<fork>-prod`:
+    each fork pushes under its own), on the sandbox's registry (unique port: ours only)."""
     from stackpatch.sandbox import engine
     c = engine.client()
-    prefix = f"{registry_host}/{namespace}/"
+    prefixes = (f"{registry_host}/{namespace}/", f"{registry_host}/{namespace.lower()}-")
     for img in c.images.list():
         for tag in img.tags:
-            if tag.startswith(prefix) and "/db:" not in tag and "/edge:" not in tag:
+            if tag.startswith(prefixes) and "/db:" not in tag and "/edge:" not in tag:
                 try:
                     c.images.remove(tag, noprune=False)
                 except Exception:  # noqa: BLE001 - in use by a task still stopping, or gone
