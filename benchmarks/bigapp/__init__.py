@@ -30,6 +30,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from stackpatch import git
+
 HERE = Path(__file__).resolve().parent
 CACHE = Path(os.environ.get("STACKPATCH_BENCH_CACHE", Path.home() / ".cache" / "stackpatch" / "bench-wheels"))
 # the base image's python3 (Debian bookworm): markers like python_full_version < "3.11.3" depend on it
@@ -152,16 +154,11 @@ def _stream(spec: Spec, branch: str, parent: str, t0: int):
         yield head + body + b"\n"
 
 
-def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL).stdout.strip()
-
-
 def import_history(repo: Path, spec: Spec, branch: str = "develop") -> dict:
     """Append spec.commits generated commits to `branch` (checked out in `repo`) and check the work tree
     out. Returns what was made: files, commits, the pack's size in MB."""
-    parent = _git(repo, "rev-parse", f"refs/heads/{branch}")
-    t0 = int(_git(repo, "log", "-1", "--format=%ct", parent)) - spec.commits * 3600
+    parent = git.out("rev-parse", f"refs/heads/{branch}", cwd=repo)
+    t0 = int(git.out("log", "-1", "--format=%ct", parent, cwd=repo)) - spec.commits * 3600
     proc = subprocess.Popen(["git", "fast-import", "--quiet", "--done"], cwd=repo, stdin=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -174,11 +171,11 @@ def import_history(repo: Path, spec: Spec, branch: str = "develop") -> dict:
     err = proc.stderr.read().decode()
     if proc.wait() != 0:
         raise RuntimeError(f"git fast-import failed: {err.strip()[-500:]}")
-    _git(repo, "reset", "--quiet", "--hard", branch)
-    count = int(_git(repo, "rev-list", "--count", branch))
-    pack_kb = sum(int(ln.split()[1]) for ln in _git(repo, "count-objects", "-v").splitlines()
+    git.run("reset", "--quiet", "--hard", branch, cwd=repo)
+    count = int(git.out("rev-list", "--count", branch, cwd=repo))
+    pack_kb = sum(int(ln.split()[1]) for ln in git.out("count-objects", "-v", cwd=repo).splitlines()
                   if ln.startswith(("size-pack", "size:")))
-    files = int(_git(repo, "ls-files", "--", "vendor", "assets").count("\n")) + 1
+    files = len(git.out("ls-files", "--", "vendor", "assets", cwd=repo).splitlines())
     return {"commits": count, "generated_files": files, "history_mb": round(pack_kb / 1024, 1)}
 
 
@@ -215,7 +212,7 @@ def grow(app_dir: Path, spec: Spec | None = None, wheel_files: list[Path] | None
     spec = spec or Spec()
     made = import_history(app_dir, spec)
     write_build(app_dir, wheel_files if wheel_files is not None else wheels())
-    _git(app_dir, "add", "--", "requirements.txt", "vendor/wheels", "assets/bundle.py", "docker")
-    _git(app_dir, "commit", "--quiet", "-m", "Dependencies from a local package index, vendored code "
-         "compiled, assets bundled: the real build")
+    git.run("add", "--", "requirements.txt", "vendor/wheels", "assets/bundle.py", "docker", cwd=app_dir)
+    git.run("commit", "--quiet", "-m", "Dependencies from a local package index, vendored code compiled, "
+            "assets bundled: the real build", cwd=app_dir)
     return made
