@@ -6,7 +6,8 @@
 2. warm-up: a throwaway fork ships a different one-line hotfix with `stackpatch ship --yes`, so BuildKit's
    cache and the base layers are warm, as on a user's second run;
 3. stackpatch: a FRESH fork at 26.11.1 whose build directory was synced once at 26.11.1 (what an earlier
-   ship of that repo leaves); `stackpatch start`, the one-line hotfix, push, then `stackpatch ship --yes --json`
+   ship of that repo leaves), at the path of the warm-up's and the earlier runs' forks (a user's checkout
+   stays put: BuildKit then sends only the changed files of the context); `stackpatch start`, the one-line hotfix, push, then `stackpatch ship --yes --json`
    under steady load; its phases come from its journal (.stackpatch/runs/<run-id>.jsonl);
 4. the manual routine: another FRESH fork, the same one-line hotfix on hotfix/26.11.1b, pushed, then
    benchmarks/manual_routine.sh under the same load (its stop-first redeploy: what the proxies cannot hide);
@@ -61,6 +62,7 @@ CLI = str(Path(sys.executable).with_name("stackpatch"))
 SCRIPT = ROOT / "benchmarks" / "manual_routine.sh"
 COMPETENT = ROOT / "benchmarks" / "competent_script.py"
 RESULTS = ROOT / "benchmarks" / "results"
+SP_DIR = "sp"  # the one directory of stackpatch's forks (make_fork)
 RELEASE = "26.11.1"
 HOTFIX = "26.11.1b"
 WARMUP = "26.11.1z"
@@ -455,12 +457,20 @@ def remove_images(registry_host: str, namespace: str) -> None:
                     pass
 
 
-def make_fork(info, root: Path, label: str, cleanup: Cleanup):
+def make_fork(info, root: Path, label: str, cleanup: Cleanup, at: str | None = None):
+    """A fresh fork for stack `<name>-<label>-prod`, in `root/label`, or in `root/at` after removing the
+    fork made there before (its stack is gone by then). stackpatch's forks share one directory: a user's
+    checkout stays at one path, so its build directory does too (keyed by the checkout's path), and
+    BuildKit sends only the changed files of a context it has seen at that path. A fork at a new path
+    made every measured ship send the whole ~190 MB context of the realistic app again (9 s, not 1)."""
     from stackpatch.sandbox import api
     stack = f"{info.name}-{label}-prod"
     cleanup.add(f"remove stack {stack}", lambda: api.remove_stack(stack))
     log(f"fork {stack} at {RELEASE}")
-    return api.fork(info, root / label, stack)
+    dst = root / (at or label)
+    if at and dst.exists():
+        shutil.rmtree(dst)
+    return api.fork(info, dst, stack)
 
 
 def run_stackpatch(args, info, root: Path, raw: Path, env: dict, cdn: str, cleanup: Cleanup, k: int, version: str,
@@ -468,7 +478,7 @@ def run_stackpatch(args, info, root: Path, raw: Path, env: dict, cdn: str, clean
     """stackpatch ship, on a fresh fork whose build dir an earlier ship left at 26.11.1."""
     from stackpatch.images import workdir as workdir_mod
     from stackpatch.sandbox import api
-    fork = make_fork(info, root, f"sp{k}", cleanup)
+    fork = make_fork(info, root, f"sp{k}", cleanup, at=SP_DIR)
     with fork.config_path.open("a") as f:
         f.write(cdn)
     old_env = os.environ.get("STACKPATCH_CACHE_DIR")
@@ -625,7 +635,7 @@ def run(args: argparse.Namespace) -> int:
                '"https://acme.example/static/style.css"]\n')
 
         # warm-up: a throwaway fork ships another one-line fix (BuildKit cache, base layers)
-        warm = make_fork(info, root, "warm", cleanup)
+        warm = make_fork(info, root, "warm", cleanup, at=SP_DIR)
         with warm.config_path.open("a") as f:
             f.write(cdn)
         # another version: the registry namespace is shared by the forks and tags are never reused
