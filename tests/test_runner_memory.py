@@ -485,7 +485,7 @@ def test_the_heartbeat_keeps_the_lock_of_a_run_longer_than_its_ttl(world):
     import time
     cfg, target, _ = world
     cfg = cfg.model_copy(update={"timeouts": cfg.timeouts.model_copy(update={"lock_ttl": 0.9})})
-    target.job_polls = 6  # each migration takes about 2 s: the run outlives the ttl several times
+    target.job_polls, target.poll_s = 6, 0.4  # each migration takes about 2 s: the run outlives the ttl several times
     seen: list[bool] = []
 
     def probe(msg: str) -> None:

@@ -37,6 +37,7 @@ class FileTarget:
     called once the state is saved: the crash driver kills its process there."""
 
     kind = "memory"
+    poll_s = MemoryTarget.poll_s
 
     def __init__(self, path: Path, after: Callable[[str, Any], None] | None = None):
         self.path = Path(path)

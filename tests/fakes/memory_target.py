@@ -56,6 +56,7 @@ class Job:
 
 class MemoryTarget:
     kind = "memory"
+    poll_s = 0.01  # its state changes per look, not with time: waiting between looks only slows the tests
 
     def __init__(self, stack: str, services: dict[str, str], *, replicas: dict[str, int] | None = None,
                  labels: dict[str, dict[str, str]] | None = None):

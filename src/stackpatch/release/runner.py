@@ -313,7 +313,7 @@ def job_name(run_id: str, step_id: str) -> str:
 
 def run_job(target: Target, name: str, step: dict, output: Callable[[str], None], *,
             ended: Callable[[int], None] = lambda code: None, every: Callable[[], None] = lambda: None,
-            poll: float = 0.4) -> int:
+            poll: float | None = None) -> int:
     """Run the step's command once (adopting a job of the same name that is still there), stream its
     output, return its exit code. `ended(code)` runs before the job is removed (the journal records it
     there, so a resumed run never starts it again); `every()` runs at each look (the heartbeat)."""
@@ -323,9 +323,10 @@ def run_job(target: Target, name: str, step: dict, output: Callable[[str], None]
 
 def follow_job(target: Target, job_id: str, name: str, step: dict, output: Callable[[str], None], *,
                ended: Callable[[int], None] = lambda code: None, every: Callable[[], None] = lambda: None,
-               poll: float = 0.4) -> int:
+               poll: float | None = None) -> int:
     """Wait for a started job to end: its exit code, journaled by `ended` before the job is removed."""
     deadline = time.monotonic() + step.get("timeout", 600)
+    poll = target.poll_s if poll is None else poll
     seen = 0
     while True:
         every()
@@ -392,7 +393,7 @@ def do_prepull(ctx: Context, step: dict) -> None:
                 raise FaultError(f"the pre-pull did not finish within {step.get('timeout', 300):.0f}s (waiting for "
                                  f"{'; '.join(waiting)}): check those nodes (`docker node ls`) or raise "
                                  "timeouts.prepull")
-            time.sleep(0.4)
+            time.sleep(t.poll_s)
     finally:
         for jid, _ in jobs:
             try:

@@ -230,6 +230,7 @@ class Target(Protocol):
 
     kind: str
     stack: str
+    poll_s: float  # seconds between two looks at a converging service, a job or a pre-pull
 
     @property
     def where(self) -> str:

@@ -63,6 +63,7 @@ class SwarmTarget:
     """A stack on a Docker Swarm manager. Connects on first use."""
 
     kind = "swarm"
+    poll_s = 0.4  # each look is a few API calls to the manager; a task's state changes in tenths of a second
 
     def __init__(self, docker_host: str, stack: str, *, tls_verify: bool = False,
                  tls_cert_path: str | None = None, image_reader: ImageReader | None = None,
