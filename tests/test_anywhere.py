@@ -180,8 +180,8 @@ def test_resume_from_another_clone_under_another_hostname_waits_for_the_lock_to_
         pytest.skip("unshare --uts is not available (needs root)")
     rel = release(sandbox, "good")
     toml = fork.app_dir / "stackpatch.toml"
-    toml.write_text(toml.read_text().replace("[timeouts]\n", "[timeouts]\nlock_ttl = 45\n", 1)
-                    if "[timeouts]\n" in toml.read_text() else toml.read_text() + "\n[timeouts]\nlock_ttl = 45\n")
+    toml.write_text(toml.read_text().replace("[timeouts]\n", "[timeouts]\nlock_ttl = 24\n", 1)
+                    if "[timeouts]\n" in toml.read_text() else toml.read_text() + "\n[timeouts]\nlock_ttl = 24\n")
     p = popen("deploy", "--repo", str(fork.app_dir), "--release", str(write_release(rel, tmp_path / "r.json")),
               "--yes")
     try:
