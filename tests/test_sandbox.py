@@ -291,6 +291,21 @@ def test_migrate_tracks_files_honours_tenant_and_fails_loudly(fork):
                               "echo 'ALTER TABLE nope ADD COLUMN x int;' > /tmp/m/003_broken.sql"])
     broken = ctr.exec_run(["python3", "/app/migrate.py"], environment={"MIGRATIONS_DIR": "/tmp/m"})
     assert broken.exit_code == 1 and b"003_broken.sql failed" in broken.output
+    # a database not reachable yet is waited for (a fresh job task may not resolve the network's names for a
+    # moment), up to CONNECT_WAIT; a database that does not exist is final at once
+    t0 = time.monotonic()
+    gone = ctr.exec_run(["python3", "/app/migrate.py"], environment={
+        "CONNECT_WAIT": "2", "DATABASE_URL": "postgresql://acme@no-such-host.invalid/acme"})
+    took = time.monotonic() - t0
+    assert gone.exit_code == 1 and took >= 2, (took, gone.output)
+    assert b"waiting for the database (could not translate host name" in gone.output
+    assert gone.output.count(b"waiting for the database") == 1 and b"cannot connect" in gone.output
+    url = ctr.exec_run(["sh", "-c", "printf %s \"$DATABASE_URL\""]).output.decode()
+    assert "dbname=postgres" in url
+    refused = ctr.exec_run(["python3", "/app/migrate.py"],
+                           environment={"DATABASE_URL": url.replace("dbname=postgres", "dbname=no_such_db")})
+    assert refused.exit_code == 1 and b'"no_such_db" does not exist' in refused.output, refused.output
+    assert b"waiting for the database" not in refused.output
 
 
 @pytest.mark.docker

@@ -3,6 +3,10 @@
 Applied files are recorded in the table schema_migrations. With DATA=<tenant> the migrations run in
 that tenant's own schema (created if missing). Exits non-zero on the first failure (that file's
 transaction is rolled back).
+
+A database that cannot be reached yet is waited for, up to CONNECT_WAIT seconds (default 20): a job's
+task that has just started on a node may not resolve the overlay network's names for a moment
+("Temporary failure in name resolution"), and the database may be restarting.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
 import psycopg2
@@ -17,6 +22,26 @@ import psycopg2
 HERE = Path(__file__).resolve().parent
 MIGRATIONS = Path(os.environ.get("MIGRATIONS_DIR", HERE / "migrations"))
 NAME = re.compile(r"^\d{3}_[A-Za-z0-9_]+\.sql$")
+
+
+def connect(url: str, wait: float):
+    """A connection, or None after `wait` seconds of failures (each reported once, the last in full)."""
+    deadline = time.monotonic() + wait
+    said = None
+    while True:
+        try:
+            return psycopg2.connect(url, connect_timeout=10)
+        except psycopg2.Error as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            final = not isinstance(e, psycopg2.OperationalError) or any(
+                w in first for w in ("authentication failed", "does not exist", "no password"))
+            if final or time.monotonic() >= deadline:
+                print(f"migrate: cannot connect: {first}", file=sys.stderr)
+                return None
+            if first != said:
+                print(f"migrate: waiting for the database ({first})", file=sys.stderr, flush=True)
+                said = first
+            time.sleep(1)
 
 
 def main() -> int:
@@ -30,10 +55,8 @@ def main() -> int:
         return 2
     schema = tenant or "public"
     files = sorted(p for p in MIGRATIONS.glob("*.sql") if NAME.match(p.name))
-    try:
-        conn = psycopg2.connect(url, connect_timeout=10)
-    except psycopg2.Error as e:
-        print(f"migrate: cannot connect: {str(e).strip().splitlines()[0]}", file=sys.stderr)
+    conn = connect(url, float(os.environ.get("CONNECT_WAIT", "20")))
+    if conn is None:
         return 1
     applied_now = 0
     with conn:
