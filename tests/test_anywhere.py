@@ -116,6 +116,25 @@ def test_without_the_pre_pull_the_canary_cut_over_includes_the_pull(sandbox, for
     print(f"\nwithout the pre-pull: canary cut-over {res['timings']['update:phpfiles']:.1f}s")
 
 
+def test_a_one_node_swarm_that_holds_the_images_starts_no_pull_job(sandbox, fork, tmp_path):
+    """The pre-pull on a swarm of one node whose store holds the release by digest (it built and pushed
+    it): the step runs and names the node, but creates no job (Swarm starts a task from a digest its node
+    holds without pulling); the release jobs of the same run show that the engine's events are seen."""
+    rel = release(sandbox, "good")
+    assert all(_present(f"{img.repository}@{img.digest}") for img in rel.images.values())
+    since = int(time.time()) - 1
+    r = cli("deploy", "--repo", str(fork.app_dir), "--release", str(write_release(rel, tmp_path / "r.json")),
+            "--yes", "--json")
+    assert r.returncode == 0, r.stderr
+    assert _intents(fork.app_dir)[:2] == ["prepull", "update:phpfiles"]
+    assert f"pre-pull: {_node_name()} has {rel.images['app'].ref}" in r.stderr
+    created = _docker("events", "--since", str(since), "--until", str(int(time.time()) + 1), "--filter",
+                      "type=service", "--filter", "event=create", "--format", "{{.Actor.Attributes.name}}")
+    names = [n for n in created.stdout.split() if n.startswith(f"{fork.stack}_")]  # this fork's only
+    assert any("sp-release-" in n for n in names), (names, created.stderr)  # the migrations' jobs
+    assert not any("sp-pull-" in n for n in names), names
+
+
 def test_an_update_replaces_stale_credentials_stored_in_the_service(sandbox, fork):
     """A service created with wrong credentials cannot start a task from an image its node lacks; the
     next update through the target sends the run's credentials, and the new task pulls."""

@@ -270,7 +270,9 @@ class Target(Protocol):
     def start_pull(self, name: str, image: str, services: list[str]) -> str:
         """Start a job called `name` that pulls `image` on every node where a task of `services` may run
         (their placement), with the registry credentials. Adopts a job of that name that is there
-        already. Returns its id; `pull_status` follows it, `remove_job` removes it."""
+        already. Returns its id; `pull_status` follows it, `remove_job` removes it. A target may start
+        nothing when no node needs the pull (Swarm: a one-node swarm holding the digest) and say so in
+        `pull_status`."""
 
     def pull_status(self, job_id: str) -> tuple[NodePull, ...]:
         """Per node, whether the pre-pull job has pulled the image there (empty: no node has started)."""

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from stackpatch.config import Config
 
+HELD = "held:"  # start_pull's id when the only node holds the image already (no job): "held:<hostname>"
 ImageReader = Callable[[ImageRef], "dict | None"]  # an image's config (Labels, Healthcheck) from the registry
 LOCK_LABEL = "stackpatch.lock"
 LOCK_EXPIRES_LABEL = "stackpatch.lock.expires-at"  # the heartbeat's renewed expiry
@@ -331,6 +332,8 @@ class SwarmTarget:
         """Remove the job service(s); Swarm then removes their tasks' containers on every node. Those on
         this engine's node are removed at once too (a completed job's containers can linger and keep the
         stack's networks and volumes busy)."""
+        if job_id.startswith(HELD):
+            return  # start_pull started nothing
         for jid in job_id.split(","):
             try:
                 self.engine.remove_service(jid)
@@ -347,7 +350,13 @@ class SwarmTarget:
     def start_pull(self, name: str, image: str, services: list[str]) -> str:
         """One global job per distinct placement of `services`: Swarm runs it on every node that placement
         allows, and each node pulls the image (with the registry credentials) before its task starts.
-        Returns the ids joined by commas (one "job" to the caller)."""
+        Returns the ids joined by commas (one "job" to the caller). No job when the swarm is this engine
+        alone and its store holds the image by digest (it built and pushed it): Swarm starts a task from
+        a digest the node holds without pulling, so a job would pull nothing and cost a task start (5 s of
+        ship's 71 under load, measured in the benchmark)."""
+        held = self._held_by_the_only_node(image)
+        if held:
+            return HELD + held
         placements: list[dict] = []
         for svc in services:
             raw = self._inspect(svc)
@@ -374,10 +383,28 @@ class SwarmTarget:
             ids.append(resp["ID"])
         return ",".join(ids)
 
+    def _held_by_the_only_node(self, image: str) -> str | None:
+        """This node's hostname when it is the swarm's only node and holds `image` (a digest-pinned ref)."""
+        ref = ImageRef.parse(image)
+        if not ref.digest:
+            return None
+        nodes = self.engine.nodes()
+        if len(nodes) != 1 or nodes[0].get("ID") != self._own_node_id():
+            return None
+        try:
+            self.engine.inspect_image(f"{ref.repository}@{ref.digest}")
+        except EngineUnreachable:
+            raise
+        except EngineError:
+            return None
+        return (nodes[0].get("Description") or {}).get("Hostname") or nodes[0]["ID"]
+
     def _node_names(self) -> dict[str, str]:
         return {n["ID"]: (n.get("Description") or {}).get("Hostname") or n["ID"] for n in self.engine.nodes()}
 
     def pull_status(self, job_id: str) -> tuple[NodePull, ...]:
+        if job_id.startswith(HELD):
+            return (NodePull(job_id[len(HELD):], "pulled", "held already: no pull needed"),)
         names: dict[str, str] | None = None
         per_node: dict[str, NodePull] = {}
         for jid in job_id.split(","):
