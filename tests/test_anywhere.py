@@ -122,16 +122,23 @@ def test_a_one_node_swarm_that_holds_the_images_starts_no_pull_job(sandbox, fork
     holds without pulling); the release jobs of the same run show that the engine's events are seen."""
     rel = release(sandbox, "good")
     assert all(_present(f"{img.repository}@{img.digest}") for img in rel.images.values())
-    since = int(time.time()) - 1
-    r = cli("deploy", "--repo", str(fork.app_dir), "--release", str(write_release(rel, tmp_path / "r.json")),
-            "--yes", "--json")
+    # the engine's service-create events, streamed while the deploy runs (its replay of past events keeps
+    # only the last 256 of every kind, fewer than a deploy makes)
+    events = subprocess.Popen(["docker", "events", "--filter", "type=service", "--filter", "event=create",
+                               "--format", "{{.Actor.Attributes.name}}"], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1)  # subscribed before the deploy starts
+        r = cli("deploy", "--repo", str(fork.app_dir), "--release", str(write_release(rel, tmp_path / "r.json")),
+                "--yes", "--json")
+        time.sleep(1)
+    finally:
+        events.terminate()
+        out, _ = events.communicate(timeout=30)
     assert r.returncode == 0, r.stderr
     assert _intents(fork.app_dir)[:2] == ["prepull", "update:phpfiles"]
     assert f"pre-pull: {_node_name()} has {rel.images['app'].ref}" in r.stderr
-    created = _docker("events", "--since", str(since), "--until", str(int(time.time()) + 1), "--filter",
-                      "type=service", "--filter", "event=create", "--format", "{{.Actor.Attributes.name}}")
-    names = [n for n in created.stdout.split() if n.startswith(f"{fork.stack}_")]  # this fork's only
-    assert any("sp-release-" in n for n in names), (names, created.stderr)  # the migrations' jobs
+    names = [n for n in out.split() if n.startswith(f"{fork.stack}_")]  # this fork's only
+    assert any("sp-release-" in n for n in names), names  # the migrations' jobs: the events were seen
     assert not any("sp-pull-" in n for n in names), names
 
 
