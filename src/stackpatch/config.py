@@ -143,7 +143,8 @@ class TargetConfig(Section):
     prepull: bool = Field(
         True, description="Before the canary, every node that may run a new task pulls the new images (one "
                           "global job per image, with the registry credentials); a node that cannot pull "
-                          "fails the run before anything changed.")
+                          "fails the run before anything changed. A swarm of one node that holds the "
+                          "images already (it built them) needs no job and gets none.")
 
     @model_validator(mode="after")
     def _waves_cover(self) -> "TargetConfig":
