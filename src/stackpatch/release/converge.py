@@ -88,7 +88,7 @@ def judge(obs: Observation, image: str) -> Verdict:
 
 
 def wait_converged(target: Target, service: str, image: str, timeout: float, progress: Progress,
-                   stop: StopCheck | None = None, poll: float | None = None, retries: int = 2,
+                   stop: StopCheck | None = None, retries: int = 2,
                    early: bool = False) -> float:
     """Wait until the service runs `image` everywhere, healthy. Retries a paused update whose failure
     was the engine's, not the app's, `retries` times. FaultError on a fatal verdict or the timeout.
@@ -97,7 +97,6 @@ def wait_converged(target: Target, service: str, image: str, timeout: float, pro
     Returns the seconds it took."""
     t0 = time.monotonic()
     deadline = t0 + timeout
-    poll = target.poll_s if poll is None else poll
     last = None
     while True:
         if stop:
@@ -120,7 +119,7 @@ def wait_converged(target: Target, service: str, image: str, timeout: float, pro
         if time.monotonic() >= deadline:
             raise FaultError(f"{service} did not converge within {timeout:.0f}s ({v.message}): "
                              "raise timeouts.converge if it is just slow")
-        time.sleep(poll)
+        time.sleep(target.poll_s)
 
 
 def watch_settling(target: Target, service: str, image: str) -> bool:

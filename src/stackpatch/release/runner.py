@@ -312,21 +312,19 @@ def job_name(run_id: str, step_id: str) -> str:
 
 
 def run_job(target: Target, name: str, step: dict, output: Callable[[str], None], *,
-            ended: Callable[[int], None] = lambda code: None, every: Callable[[], None] = lambda: None,
-            poll: float | None = None) -> int:
+            ended: Callable[[int], None] = lambda code: None, every: Callable[[], None] = lambda: None) -> int:
     """Run the step's command once (adopting a job of the same name that is still there), stream its
     output, return its exit code. `ended(code)` runs before the job is removed (the journal records it
     there, so a resumed run never starts it again); `every()` runs at each look (the heartbeat)."""
     job_id = target.start_job(name, step["service"], step["image"], step["command"], step["env"])
-    return follow_job(target, job_id, name, step, output, ended=ended, every=every, poll=poll)
+    return follow_job(target, job_id, name, step, output, ended=ended, every=every)
 
 
 def follow_job(target: Target, job_id: str, name: str, step: dict, output: Callable[[str], None], *,
-               ended: Callable[[int], None] = lambda code: None, every: Callable[[], None] = lambda: None,
-               poll: float | None = None) -> int:
+               ended: Callable[[int], None] = lambda code: None, every: Callable[[], None] = lambda: None
+               ) -> int:
     """Wait for a started job to end: its exit code, journaled by `ended` before the job is removed."""
     deadline = time.monotonic() + step.get("timeout", 600)
-    poll = target.poll_s if poll is None else poll
     seen = 0
     while True:
         every()
@@ -348,7 +346,7 @@ def follow_job(target: Target, job_id: str, name: str, step: dict, output: Calla
             raise FaultError(f"the release command did not finish within {step.get('timeout', 600):.0f}s "
                              "(raise migrations.timeout if it is just slow); the job is left running as "
                              f"{name}: check it before `stackpatch resume` or `abort`")
-        time.sleep(poll)
+        time.sleep(target.poll_s)
     ended(0)
     target.remove_job(job_id)
     return 0
