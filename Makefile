@@ -23,9 +23,10 @@ $(BIN)/stackpatch: pyproject.toml
 demo: setup
 	bash scripts/demo.sh "$(SANDBOX_DIR)"
 
-# the slowest tests are listed at the end (--durations): where the suite's time goes
+# two phases (scripts/test.sh): in parallel, then alone the tests that measure traffic; the slowest tests
+# of each are listed at its end (--durations): where the suite's time goes
 test: setup
-	$(BIN)/python -m pytest -q -p no:cacheprovider -m "not bench" --durations=25 $(PYTEST_ARGS)
+	bash scripts/test.sh $(BIN)/python $(PYTEST_ARGS)
 
 test-fast: venv
 	$(BIN)/python -m pytest -q -m "not docker and not browser" $(PYTEST_ARGS)

@@ -27,10 +27,18 @@ def pytest_configure(config):
     signal.signal(signal.SIGTERM, _term)
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session, config, items):
     """A test marked `nodes3_last` takes the shared 3-node sandbox down: it runs right after the last
     other test that uses `nodes3`, whatever file that is in (tests/test_multinode_faults.py sorts after
-    tests/test_multinode.py), so the 3 nodes do not outlive the tests that need them."""
+    tests/test_multinode.py), so the 3 nodes do not outlive the tests that need them.
+
+    Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`, see scripts/test.sh) every test of the
+    3-node sandbox is in one group, `nodes3`: one worker runs them all, in this order, on one sandbox.
+    (tryfirst: xdist reads the group marks in its own hook of the same name.)"""
+    for i in items:
+        if "nodes3" in getattr(i, "fixturenames", ()) or i.get_closest_marker("nodes3_last"):
+            i.add_marker(pytest.mark.xdist_group("nodes3"))
     last = [i for i in items if i.get_closest_marker("nodes3_last")]
     if not last:
         return

@@ -27,6 +27,7 @@ def _intents(app_dir) -> list[str]:
     return [r["step"] for r in journal_records(app_dir) if r["kind"] == "intent" and not r.get("undo")]
 
 
+@pytest.mark.serial  # measures the traffic: alone, after the parallel phase
 def test_fault1_crashing_image_fails_the_canary_and_rolls_back_while_old_serves(sandbox, fork, tmp_path):
     rel = release(sandbox, "crash")
     before = images_now(fork.app_dir)
@@ -93,6 +94,7 @@ def test_fault3_sigint_in_wave2_rolls_back_and_fault5_second_ship_is_refused(san
     assert version_of(fork.front_url)["revision"] == sandbox.revision
 
 
+@pytest.mark.serial  # measures the traffic: alone, after the parallel phase
 def test_fault4_kill9_in_wave2_then_abort_restores_or_resume_completes_under_load(sandbox, fork, tmp_path):
     """kill -9 in wave 2, then `abort`; again, then `resume`: all of it under the zero-downtime test's load
     (100 requests/s, a fifth POSTs, the GETs on phpha's and phpfiles' paths), which holds through every

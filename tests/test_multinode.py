@@ -227,6 +227,7 @@ def test_three_ways_to_the_manager_give_the_same_status(nodes3):
 
 @pytest.mark.docker
 @pytest.mark.multinode
+@pytest.mark.serial  # measures the traffic: alone, after the parallel phase (on its own 3-node sandbox)
 def test_ship_under_load_reaches_every_task_on_every_node_pulled_from_the_registry(nodes3):
     """Issue 11's "done when": a full `ship` while 100 requests/s go through the edge on the manager's
     address (item 8: every latency recorded, none failed, none over 1 s on a machine not overloaded: see

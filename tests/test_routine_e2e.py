@@ -18,7 +18,7 @@ import pytest
 from deploy_helpers import RequestLoop, version_of
 from tests.fakes.cloudflare import FakeCloudflare
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.serial]  # measures the traffic: alone, after the parallel phase
 
 CLI = str(Path(sys.executable).with_name("stackpatch"))
 

@@ -120,6 +120,7 @@ def test_front_answers_release_and_sha_of_its_tag(sandbox):
 
 
 @pytest.mark.docker
+@pytest.mark.serial  # measures the traffic: alone, after the parallel phase
 def test_edge_is_haproxy_with_dns_discovery_stats_inside_and_graceful_reload(sandbox):
     """The edge finds web through Swarm's DNS, shows its stats on 127.0.0.1 inside the container only,
     and reloads (SIGUSR2, master-worker) under load without failing a request."""

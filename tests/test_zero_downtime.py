@@ -33,7 +33,7 @@ from deploy_helpers import (AssetPoller, Load, assert_load_held, cli, images_now
                             load_figures, lock_of, print_load_figures, print_proxy_and_app_errors, release,
                             write_release)
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.serial]  # measures the traffic: alone, after the parallel phase
 
 RATE = 100
 BEFORE_S = 10.0  # the baseline: the same load with nothing deploying
