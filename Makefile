@@ -26,7 +26,7 @@ demo: setup
 # two phases (scripts/test.sh): in parallel, then alone the tests that measure traffic; the slowest tests
 # of each are listed at its end (--durations): where the suite's time goes
 test: setup
-	bash scripts/test.sh $(BIN)/python $(PYTEST_ARGS)
+	bash scripts/test.sh $(PYTEST_ARGS)
 
 test-fast: venv
 	$(BIN)/python -m pytest -q -m "not docker and not browser" $(PYTEST_ARGS)

@@ -12,8 +12,8 @@
 # PYTEST_ARGS='-k fault') is passed to both phases; a phase with nothing selected (exit 5) is not a failure.
 # TEST_WORKERS=N sets the first phase's workers (default 2, one per core here; 0 runs it without xdist).
 set -uo pipefail
-py="$1"
-shift
+cd "${0%/*}/.."
+py=.venv/bin/python   # the venv `make setup` made
 workers="${TEST_WORKERS:-2}"
 common=(-q -p no:cacheprovider --durations=20)
 xdist=(-n "$workers" --dist loadgroup)
