@@ -118,6 +118,9 @@ def render(data: dict[str, Any], name: str = "") -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if len(args) == 1 and args[0] in ("-h", "--help"):
+        print("usage: python benchmarks/report.py RESULTS.json: the README's tables of a benchmark's results")
+        return 0
     if len(args) != 1:
         print("usage: python benchmarks/report.py RESULTS.json", file=sys.stderr)
         return 2
