@@ -60,6 +60,12 @@ def _lock_of(config: dict) -> LockInfo:
                     max(info.expires_at, renewed), info.boot_id)
 
 
+
+def _hostname(node: dict) -> str:
+    """A node's name as the user knows it (`docker node ls`): its hostname, else its id."""
+    return (node.get("Description") or {}).get("Hostname") or node["ID"]
+
+
 class SwarmTarget:
     """A stack on a Docker Swarm manager. Connects on first use."""
 
@@ -397,10 +403,10 @@ class SwarmTarget:
             raise
         except EngineError:
             return None
-        return (nodes[0].get("Description") or {}).get("Hostname") or nodes[0]["ID"]
+        return _hostname(nodes[0])
 
     def _node_names(self) -> dict[str, str]:
-        return {n["ID"]: (n.get("Description") or {}).get("Hostname") or n["ID"] for n in self.engine.nodes()}
+        return {n["ID"]: _hostname(n) for n in self.engine.nodes()}
 
     def pull_status(self, job_id: str) -> tuple[NodePull, ...]:
         if job_id.startswith(HELD):
@@ -444,7 +450,7 @@ class SwarmTarget:
         `stackpatch shell` to another node). `stackpatch doctor` shows them."""
         if not self._node_hosts:
             return []
-        nodes = {(n.get("Description") or {}).get("Hostname") or n["ID"]: n["ID"] for n in self.engine.nodes()}
+        nodes = {_hostname(n): n["ID"] for n in self.engine.nodes()}
         out: list[tuple[str, bool, str]] = []
         for node, host in sorted(self._node_hosts.items()):
             if node not in nodes:
@@ -581,7 +587,7 @@ class SwarmTarget:
                     names[t["ID"]] = f"{full}.{t.get('Slot') or t['NodeID']}"
             if nid and nid not in nodes:
                 for n in self.engine.nodes():
-                    nodes[n["ID"]] = n.get("Description", {}).get("Hostname") or n["ID"]
+                    nodes[n["ID"]] = _hostname(n)
             return f"{names.get(tid, tid[:12] or full)}@{nodes.get(nid, nid[:12] or '?')}"
 
         stream = self.engine.service_logs(sid, details=True, stdout=True, stderr=True, follow=follow,
