@@ -85,7 +85,9 @@ def nodes3():
     its own network namespace) shared by every multi-node test; `sandbox down` at session end, even when
     a test failed (tests/test_multinode.py's test marked `nodes3_last`, run after every other test, runs
     down itself and checks what it leaves). STACKPATCH_TEST_NODES3_DIR=DIR reuses (or makes) the sandbox
-    in DIR and keeps it (deselect the `nodes3_last` test: -m "multinode and not nodes3_last")."""
+    in DIR and keeps it: `make test` (scripts/test.sh) sets it so that its two phases share one sandbox,
+    and takes it down at its exit if it is still there; a developer iterating deselects the `nodes3_last`
+    test (-m "multinode and not nodes3_last")."""
     import json
     import os
     import subprocess

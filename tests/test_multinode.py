@@ -227,7 +227,7 @@ def test_three_ways_to_the_manager_give_the_same_status(nodes3):
 
 @pytest.mark.docker
 @pytest.mark.multinode
-@pytest.mark.serial  # measures the traffic: alone, after the parallel phase (on its own 3-node sandbox)
+@pytest.mark.serial  # measures the traffic: alone, after the parallel phase (on the same 3-node sandbox)
 def test_ship_under_load_reaches_every_task_on_every_node_pulled_from_the_registry(nodes3):
     """Issue 11's "done when": a full `ship` while 100 requests/s go through the edge on the manager's
     address (item 8: every latency recorded, none failed, none over 1 s on a machine not overloaded: see
@@ -283,6 +283,7 @@ def test_ship_under_load_reaches_every_task_on_every_node_pulled_from_the_regist
 @pytest.mark.docker
 @pytest.mark.multinode
 @pytest.mark.nodes3_last
+@pytest.mark.serial  # after the ship under load, which is serial: `make test` runs it in the second phase
 def test_down_leaves_no_namespace_process_bridge_or_rule(nodes3):
     dir = Path(nodes3["dir"])
     rec = json.loads((dir / "state.json").read_text())["nodes"]
