@@ -110,14 +110,17 @@ def stackpatch_phases(records: list[dict], t_start: float, t_end: float,
 
     phases: dict[str, list[float]] = {}
     # since issue 13, verify runs while the push does (`tag` then puts the release tags on): both start
-    # where the builds ended
+    # where the builds ended; the builds in `build_beside` run side by side, from one start
     beside = {"verify", "push"} if "tag" in bt else set()
+    together = set(start.get("build_beside") or ())
     if announced(r"sync the clean build directory", t_start) is not None:
         t = t_start
-        t_split = None
+        t_split = t_once = None
         for name in bt:
             if name in ("workdir",):
                 pat = r"sync the clean build directory"
+            elif name in together:
+                pat = r"\bbuild .* side by side"
             elif name.startswith("build:"):
                 pat = r"\bbuild \S*" + re.escape(name.split(":", 1)[1]) + r"\S*:"
             elif name.startswith("push"):
@@ -131,6 +134,9 @@ def stackpatch_phases(records: list[dict], t_start: float, t_end: float,
             if name in beside:
                 t_split = t if t_split is None else t_split
                 base = t_split
+            elif name in together:
+                t_once = t if t_once is None else t_once
+                base = t_once
             else:
                 base = t
             at = announced(pat, base) if pat else None
@@ -138,15 +144,19 @@ def stackpatch_phases(records: list[dict], t_start: float, t_end: float,
             phases[name] = [s, s + float(bt[name])]
             t = max(t, s + float(bt[name]))
     else:  # no stderr to anchor them: end to end (verify beside the push), ending at the run-start record
-        total = sum(float(v) for k, v in bt.items() if k not in beside) + max(
-            (float(bt[k]) for k in beside), default=0.0)
+        total = sum(float(v) for k, v in bt.items() if k not in beside and k not in together) + max(
+            (float(bt[k]) for k in beside), default=0.0) + max((float(bt[k]) for k in together), default=0.0)
         t = start["ts"] - total
-        t_split = None
+        t_split = t_once = None
         for name, v in bt.items():
             if name in beside:
                 t_split = t if t_split is None else t_split
                 phases[name] = [t_split, t_split + float(v)]
                 t = max(t, t_split + float(v))
+            elif name in together:
+                t_once = t if t_once is None else t_once
+                phases[name] = [t_once, t_once + float(v)]
+                t = max(t, t_once + float(v))
             else:
                 phases[name] = [t, t + float(v)]
                 t += float(v)
@@ -202,13 +212,19 @@ def covered(spans: list) -> float:
 
 def limit_figures(records: list[dict], err_lines: list[tuple[float, str]]) -> dict[str, Any] | None:
     """What no tool can beat on this app and machine, each part measured in this ship: the build of the
-    changed layers (Σ build:<image>) + the push of the changed bytes (push) + per wave, one task start and
-    its first passing health check: from the wave's first update intent (journal) to the first stderr
-    line saying a task of the wave runs the new image ("<service>: 1/N running on the new image").
+    changed layers (Σ build:<image>, or the slowest of those built side by side) + the push of the
+    changed bytes (push) + per wave, one task start and its first passing health check: from the wave's
+    first update intent (journal) to the first stderr line saying a task of the wave runs the new image
+    ("<service>: 1/N running on the new image").
     None when a wave's first healthy task is not in the lines."""
     start = next(r for r in records if r["kind"] == "run-start")
     bt = start.get("build_timings") or {}
-    parts = {k: round(float(v), 3) for k, v in bt.items() if k.startswith("build:") or k == "push"}
+    together = set(start.get("build_beside") or ())
+    parts = {k: round(float(v), 3) for k, v in bt.items()
+             if (k.startswith("build:") and k not in together) or k == "push"}
+    if together & set(bt):  # built side by side: the slowest of them is the build's part
+        slowest = max(together & set(bt), key=lambda k: float(bt[k]))
+        parts[slowest] = round(float(bt[slowest]), 3)
     waves: dict[str, tuple[float, list[str]]] = {}
     for r in records:
         if r["kind"] == "intent" and r.get("step_kind") == "update" and not r.get("undo"):

@@ -482,6 +482,32 @@ def test_the_limit_line_adds_the_build_the_push_and_one_healthy_task_per_wave():
     assert limit_figures(recs, lines[:2]) is None   # the rest's first healthy task is not in the lines
 
 
+def test_builds_side_by_side_start_together_and_the_limit_counts_the_slowest():
+    from benchmarks.run import limit_figures, stackpatch_phases
+    recs = [json.loads(line) for line in (SAMPLES / "ship-journal.jsonl").read_text().splitlines()]
+    start = next(r for r in recs if r["kind"] == "run-start")
+    start["build_timings"] = {"workdir": 0.1, "build:app": 3.0, "build:front": 1.0, "push": 2.0, "verify": 5.0,
+                              "tag": 0.2}
+    start["build_beside"] = ["build:app", "build:front"]
+    t0 = start["ts"] - 12.0
+    ph = stackpatch_phases(recs, t0, recs[-1]["ts"])
+    assert ph["build:app"][0] == ph["build:front"][0] == pytest.approx(ph["workdir"][1], abs=1e-3)
+    assert ph["push"][0] == ph["verify"][0] == pytest.approx(ph["build:app"][1], abs=1e-3)
+    assert ph["tag"][1] == pytest.approx(start["ts"], abs=1e-3)
+    lines = [(t0 + 1.0, "→ sync the clean build directory at 2ced581"),
+             (t0 + 1.2, "→ build 127.0.0.1:5000/ns/app:git-commit-2ced581, 127.0.0.1:5000/ns/front:git-commit-2ced581"
+                        " side by side")]
+    an = stackpatch_phases(recs, t0, recs[-1]["ts"], lines)
+    assert an["build:app"][0] == an["build:front"][0] == pytest.approx(t0 + 1.2, abs=1e-3)
+    assert an["build:front"][1] == pytest.approx(t0 + 2.2, abs=1e-3)
+    assert an["push"][0] == pytest.approx(t0 + 4.2, abs=1e-3)
+    intents = {r["step"]: r["ts"] for r in recs if r["kind"] == "intent" and not r.get("undo")}
+    got = limit_figures(recs, [(intents["update:phpfiles"] + 2.5, "phpfiles: 1/1 running on the new image"),
+                               (intents["update:phpha"] + 3.0, "phpha: 1/2 running on the new image")])
+    assert got["parts_s"] == pytest.approx({"build:app": 3.0, "push": 2.0, "first healthy task:canary": 2.5,
+                                            "first healthy task:rest": 3.0}, abs=2e-3)
+
+
 def test_verify_beside_the_push_is_placed_beside_it_and_counted_once():
     from benchmarks.run import overhead, stackpatch_phases
     recs = [json.loads(line) for line in (SAMPLES / "ship-journal.jsonl").read_text().splitlines()]

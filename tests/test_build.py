@@ -160,15 +160,35 @@ def test_a_push_refused_inside_the_stream_is_a_failure(mfork, sandbox):
 
 
 @pytest.mark.docker
-def test_a_failing_dockerfile_shows_the_log_tail_and_pushes_nothing(mfork, env):
-    sha = hotfix(mfork, "26.11.1e", path="docker/app/Dockerfile", line="RUN echo broken-step-output && exit 3\n")
-    res = run("ship", "--until", "pushed", "--yes", cwd=mfork.app_dir, env=env)
+def test_a_failing_dockerfile_shows_the_log_tail_stops_the_other_build_and_pushes_nothing(mfork, env):
+    """The two images are built side by side: app's Dockerfile fails while front's is still in a long
+    step, and that build is stopped, not waited for: front never gets its new tag."""
+    app = mfork.app_dir
+    git("checkout", "-q", "-f", "develop", cwd=app)
+    git("checkout", "-q", "-b", "hotfix/26.11.1e", "26.11.1", cwd=app)
+    for path, line in (("docker/app/Dockerfile", "RUN sleep 10 && echo broken-step-output && exit 3\n"),
+                       ("docker/front/Dockerfile", "RUN echo front-long-step && sleep 600\n")):
+        (app / path).write_text((app / path).read_text() + line)
+    git("commit", "-q", "-am", "fix for 26.11.1e", cwd=app)
+    git("push", "-q", "-u", "origin", "hotfix/26.11.1e", cwd=app)
+    sha = git("rev-parse", "HEAD", cwd=app)
+    res = run("ship", "--until", "pushed", "--yes", cwd=app, env=env)
     line = assert_one_line_refusal(res, 2, r"image 'app' failed to build \(exit 1\): .*; log: /")
     log = Path(line.rsplit("log: ", 1)[1])
-    assert log.is_file() and "broken-step-output" in log.read_text()
+    text = log.read_text()
+    assert log.is_file() and "app | " in text and "broken-step-output" in text
+    assert "front | " in text and "front-long-step" in text  # both were under way at once
     assert "build of app failed; last lines of" in res.stderr and "broken-step-output" in res.stderr
+    assert "build of front failed" not in res.stderr
+    assert "side by side" in res.stderr
     assert "docker/app/Dockerfile" in res.stdout  # flagged as risky by the plan
+    cfg = config_mod.load(mfork.config_path)
+    front = cfg.image_ref("front")
+    # front's build was stopped mid-step: had the ship waited for it, its new tag would be there
+    assert subprocess.run(["docker", "image", "inspect", f"{front}:git-commit-{sha[:7]}"],
+                          capture_output=True).returncode != 0
     assert f"git-commit-{sha[:7]}" not in registry_tags(mfork, "app")
+    assert f"git-commit-{sha[:7]}" not in registry_tags(mfork, "front")
 
 
 @pytest.mark.docker

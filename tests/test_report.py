@@ -227,3 +227,20 @@ def test_verify_beside_the_push_is_drawn_beside_it():
     assert at["push"].start == at["verify"].start == pytest.approx(2.1)
     assert at["tag"].start == pytest.approx(7.1) and at["tag"].label == "release tags"
     check_report(Dom(report.render([start] + recs[1:], [])), [start] + recs[1:])
+
+
+def test_builds_side_by_side_are_drawn_from_one_start():
+    """Since the builds run side by side (run-start.build_beside), both start where the build dir was
+    synced, and what follows starts where the slower one ended."""
+    recs = records("ship-deployed")
+    start = dict(recs[0], build_timings={"workdir": 0.1, "build:app": 3.0, "build:front": 1.0, "push": 2.0,
+                                         "verify": 5.0, "tag": 0.3},
+                 build_beside=["build:app", "build:front"])
+    run = report.read_run([start] + recs[1:])
+    at = {p.step: p for p in run.phases}
+    assert at["build:app"].start == at["build:front"].start == pytest.approx(0.1)
+    assert at["push"].start == at["verify"].start == pytest.approx(3.1)
+    assert at["tag"].start == pytest.approx(8.1)
+    # the origin puts the build half right before the run-start: 0.1 + 3 + 5 + 0.3 s, not 1 s more
+    assert run.origin == pytest.approx(start["ts"] - 8.4 - float(start.get("lock_seconds") or 0), abs=1e-6)
+    check_report(Dom(report.render([start] + recs[1:], [])), [start] + recs[1:])

@@ -13,7 +13,9 @@ ends in an exception (failed, rolled back, interrupted) and never raises itself.
 What the page shows, and where it comes from in the journal:
   header      run-start: op, version, from_version, owner, host, pid, stack; the last state record
   timeline    run-start.build_timings (durations of the build half, drawn back to back up to the run
-              start; verify beside the push when the release tags were put on afterwards, `tag`), then every intent → result pair (timestamps and `seconds`), rollback steps
+              start; verify beside the push when the release tags were put on afterwards, `tag`; the
+              builds in run-start.build_beside from one start), then every intent → result pair
+              (timestamps and `seconds`), rollback steps
               (`undo`), and markers for state changes, resume and abort
   services    run-start.plan update steps: image and labels before → after, and each one's outcome
   purge       the purge intents/results (their `detail` is the CDN's answer, with the items)
@@ -164,18 +166,25 @@ def read_run(records: list[dict]) -> Run | None:
     lock_s = start.get("lock_seconds")  # when the deploy half records how long taking the lock took
     # verify and the push run side by side when the release tags were put on afterwards (`tag`)
     beside = {"push", "verify"} & set(build) if "tag" in build else set()
-    span = sum(s for k, s in build.items() if k not in beside) + max((build[k] for k in beside), default=0.0)
+    together = set(start.get("build_beside") or ()) & set(build)
+    span = (sum(s for k, s in build.items() if k not in beside and k not in together)
+            + max((build[k] for k in beside), default=0.0) + max((build[k] for k in together), default=0.0))
     origin = start["ts"] - span - float(lock_s or 0)
     run = Run(start=start, view=v, origin=origin, end=max(r.get("ts", start["ts"]) for r in records))
 
     t = 0.0
     split = None
+    together = set(start.get("build_beside") or ())  # the builds, run side by side from one start
+    at_once = None
     for name, secs in build.items():
         label, kind = _build_phase(name)
         at = t
         if name in beside:
             split = t if split is None else split
             at = split
+        elif name in together:
+            at_once = t if at_once is None else at_once
+            at = at_once
         run.phases.append(Phase(name, label, kind, at, secs, True, timed=False))
         t = max(t, at + secs)
     if lock_s is not None:

@@ -143,7 +143,7 @@ def ship_cmd(until: str | None, pause: bool, yes: bool, as_json: bool, ref: str 
         try:
             with report.after_run(cfg.root):
                 run = deploy(cfg, result.release, yes=True, pause=pause, reporter=ui.reporter,
-                             build_timings=dict(result.timings))
+                             build_timings=dict(result.timings), build_beside=result.beside)
         finally:  # the verify stack's removal went on beside the deploy
             result.wait_verify_teardown(ui.reporter)
         if as_json:

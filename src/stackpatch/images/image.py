@@ -58,9 +58,12 @@ class BuiltImage:
 
 
 class BuildLog:
-    """The whole build output in one file; a full disk is a one-line fault, never a traceback."""
+    """The whole build output in one file; a full disk is a one-line fault, never a traceback. Images
+    built side by side write through `part(name)`: each line of the file then starts with the image's
+    name, and each part keeps the tail of its own build for its error message."""
 
     def __init__(self, path: Path):
+        import threading
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,20 +71,37 @@ class BuildLog:
         except OSError as e:
             raise _disk_error(e, path) from None
         self.tail: deque[str] = deque(maxlen=40)
+        self._lock = threading.Lock()
 
     def write(self, line: str) -> None:
-        self.tail.append(line.rstrip("\n"))
-        try:
-            self._f.write(line if line.endswith("\n") else line + "\n")
-            self._f.flush()
-        except OSError as e:
-            raise _disk_error(e, self.path) from None
+        with self._lock:
+            self.tail.append(line.rstrip("\n"))
+            try:
+                self._f.write(line if line.endswith("\n") else line + "\n")
+                self._f.flush()
+            except OSError as e:
+                raise _disk_error(e, self.path) from None
+
+    def part(self, name: str) -> BuildLogPart:
+        return BuildLogPart(self, name)
 
     def close(self) -> None:
         try:
             self._f.close()
         except OSError:
             pass
+
+
+class BuildLogPart:
+    """One image's lines in a shared BuildLog, each prefixed with its name, and its own tail."""
+
+    def __init__(self, log: BuildLog, name: str):
+        self.log, self.name, self.path = log, name, log.path
+        self.tail: deque[str] = deque(maxlen=40)
+
+    def write(self, line: str) -> None:
+        self.tail.append(line.rstrip("\n"))
+        self.log.write(f"{self.name} | {line}")
 
 
 def _disk_error(e: OSError, path: Path) -> FaultError:
@@ -149,10 +169,16 @@ def _is_step(line: str, buildkit: bool) -> bool:
     return line.startswith("Step ") or line.startswith("Successfully")
 
 
+class BuildCancelled(FaultError):
+    """Another image's build, run beside this one, failed first: this one was stopped."""
+
+
 def build(client: docker.DockerClient, spec: BuildSpec, workdir: Path, *, version: str, revision: str,
-          source: str, log: BuildLog, creds: Credentials | None, deadline: float,
-          reporter: Reporter) -> BuiltImage:
-    """Build one image; BuildError with the log's tail shown when the Dockerfile fails."""
+          source: str, log: BuildLog | BuildLogPart, creds: Credentials | None, deadline: float,
+          reporter: Reporter, side_by_side: Builds | None = None) -> BuiltImage:
+    """Build one image; BuildError with the log's tail shown when the Dockerfile fails. With
+    `side_by_side` (several images built at once) its build process can be stopped from another thread,
+    and its progress lines are prefixed with the image's name."""
     ctx = workdir / spec.context
     dockerfile = workdir / spec.dockerfile
     if not ctx.is_dir():
@@ -168,14 +194,19 @@ def build(client: docker.DockerClient, spec: BuildSpec, workdir: Path, *, versio
     argv = build_argv(spec, workdir, labels, bk, cache)
     log.write("==> " + " ".join(argv))
     t0 = time.monotonic()
+    who = f"{spec.name}: " if side_by_side else ""
+    if side_by_side is not None and side_by_side.cancelled.is_set():
+        raise BuildCancelled(f"image {spec.name!r}: not built, another image's build failed")
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             text=True, errors="replace", env=cli_env(DOCKER_BUILDKIT="1" if bk else "0"))
+    if side_by_side is not None:
+        side_by_side.started(proc)
     try:
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)
             if _is_step(line, bk):
-                reporter.info("  " + line.rstrip()[:160])
+                reporter.info("  " + who + line.rstrip()[:160])
             if time.monotonic() > deadline:
                 proc.kill()
                 raise FaultError(f"image {spec.name!r}: the build exceeded timeouts.build; log: {log.path}")
@@ -186,6 +217,8 @@ def build(client: docker.DockerClient, spec: BuildSpec, workdir: Path, *, versio
             proc.wait()
         raise
     seconds = time.monotonic() - t0
+    if rc != 0 and side_by_side is not None and side_by_side.cancelled.is_set():
+        raise BuildCancelled(f"image {spec.name!r}: build stopped, another image's build failed; log: {log.path}")
     if rc != 0:
         tail = list(log.tail)[-15:]
         reporter.warn(f"build of {spec.name} failed; last lines of {log.path}:")
@@ -208,3 +241,35 @@ def build(client: docker.DockerClient, spec: BuildSpec, workdir: Path, *, versio
                          "overrides org.opencontainers.image.revision; remove that LABEL")
     log.write(f"==> stackpatch: built {spec.repository}:{spec.tags[0]} = {info['Id']} in {seconds:.1f}s")
     return BuiltImage(spec.name, spec.repository, spec.tags, info["Id"], seconds, bk)
+
+
+class Builds:
+    """The build processes of images built side by side: the first failure stops the others."""
+
+    def __init__(self):
+        import threading
+        self.cancelled = threading.Event()
+        self._procs: list[subprocess.Popen] = []
+        self._lock = threading.Lock()
+
+    def started(self, proc: subprocess.Popen) -> None:
+        with self._lock:
+            self._procs.append(proc)
+            stop = self.cancelled.is_set()
+        if stop:
+            _kill(proc)
+
+    def cancel(self) -> None:
+        with self._lock:
+            self.cancelled.set()
+            procs = list(self._procs)
+        for p in procs:
+            _kill(p)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        try:
+            proc.kill()
+        except OSError:
+            pass

@@ -61,6 +61,7 @@ class BuildHalfResult:
     workdir: str | None = None
     workdir_cold: bool | None = None
     verify_teardown: object | None = None   # images.verify.Teardown: the verify stack's removal, under way
+    beside: tuple[str, ...] = ()            # the timings that ran side by side (the builds), from one start
 
     def wait_verify_teardown(self, reporter: Reporter) -> None:
         """Wait until the verify stack that passed is removed (it went on during the deploy)."""
@@ -80,7 +81,7 @@ class BuildHalfResult:
     def to_json(self) -> dict:
         return {"release": self.release.to_json(), "build_log": self.log_path,
                 "timings": {k: round(v, 2) for k, v in self.timings.items()},
-                "workdir": self.workdir, "workdir_cold": self.workdir_cold}
+                "workdir": self.workdir, "workdir_cold": self.workdir_cold, "side_by_side": list(self.beside)}
 
 
 def run_build_half(cfg: Config, plan: Plan, snap: Snapshot, reporter: Reporter) -> BuildHalfResult:
@@ -118,25 +119,20 @@ def run_build_half(cfg: Config, plan: Plan, snap: Snapshot, reporter: Reporter) 
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     log = image_mod.BuildLog(workdir_mod.cache_root() / "logs" / f"{Path(snap.git.repo).name}-{version}-{stamp}.log")
     reporter.info(f"build log: {log.path}")
-    built: dict[str, image_mod.BuiltImage] = {}
     deadline = time.monotonic() + cfg.timeouts.build
+    specs = [image_mod.BuildSpec(
+        name=i.name, repository=i.repository, tags=i.tags, dockerfile=cfg.images[i.name].dockerfile,
+        context=cfg.images[i.name].context, build_args={"REVISION": sha, "VERSION": version,
+                                                        **cfg.images[i.name].build_args},
+        target=cfg.images[i.name].target, cache_from=i.cache_from) for i in to_build]
     try:
-        for i in to_build:
-            ic = cfg.images[i.name]
-            spec = image_mod.BuildSpec(
-                name=i.name, repository=i.repository, tags=i.tags, dockerfile=ic.dockerfile, context=ic.context,
-                build_args={"REVISION": sha, "VERSION": version, **ic.build_args}, target=ic.target,
-                cache_from=i.cache_from)
-            reporter.step(f"build {i.repository}:{i.tags[0]}")
-            b = image_mod.build(client, spec, wd.path, version=version, revision=sha,
-                                source=plan.preflight.remote_url, log=log, creds=creds, deadline=deadline,
-                                reporter=reporter)
-            built[i.name] = b
-            timings[f"build:{i.name}"] = b.seconds
-            reporter.ok(f"built {b.local_ref} ({b.image_id[:19]}) in {b.seconds:.1f}s "
-                  f"with {'BuildKit' if b.buildkit else 'the legacy builder'}")
+        built = _build_images(client, specs, wd.path, version, sha, plan.preflight.remote_url, log, creds, deadline,
+                              reporter)
     finally:
         log.close()
+    for name, b in built.items():
+        timings[f"build:{name}"] = b.seconds
+    beside = tuple(f"build:{name}" for name in built) if len(built) > 1 else ()
 
     verifying = cfg.verify.enabled and cfg.verify.stack_file
     if verifying:  # verify runs the release as a whole: the reused images too, pulled by digest
@@ -182,7 +178,71 @@ def run_build_half(cfg: Config, plan: Plan, snap: Snapshot, reporter: Reporter) 
         timings["push"] = time.monotonic() - t0
     else:
         timings["tag"] = timings.get("tag", 0.0) + time.monotonic() - t0
-    return BuildHalfResult(Release(version, sha, pushed), str(log.path), timings, str(wd.path), wd.cold, teardown)
+    return BuildHalfResult(Release(version, sha, pushed), str(log.path), timings, str(wd.path), wd.cold, teardown,
+                           beside)
+
+
+def _build_images(client, specs: list, workdir: Path, version: str, sha: str, source: str, log, creds,
+                  deadline: float, reporter: Reporter) -> dict:
+    """Build the images; several at once, side by side (each a `docker build` process of its own, with
+    its own engine connection), as `docker compose build` does: the ship waits for the slowest, not
+    for the sum. The first failure stops the other builds and is the one raised; an interrupt stops
+    them all. Returns {name: BuiltImage} in the plan's order."""
+    from stackpatch.images import image as image_mod
+    from stackpatch.images.engine import local_client
+    from stackpatch.reporter import Locked
+
+    def done(b) -> None:
+        out.ok(f"built {b.local_ref} ({b.image_id[:19]}) in {b.seconds:.1f}s "
+               f"with {'BuildKit' if b.buildkit else 'the legacy builder'}")
+
+    out = reporter
+    if len(specs) <= 1:
+        built = {}
+        for spec in specs:
+            reporter.step(f"build {spec.repository}:{spec.tags[0]}")
+            built[spec.name] = image_mod.build(client, spec, workdir, version=version, revision=sha, source=source,
+                                               log=log, creds=creds, deadline=deadline, reporter=reporter)
+            done(built[spec.name])
+        return built
+
+    import threading
+    out = Locked(reporter)
+    builds = image_mod.Builds()
+    results: dict = {}
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def one(spec) -> None:
+        try:
+            b = image_mod.build(local_client(), spec, workdir, version=version, revision=sha, source=source,
+                                log=log.part(spec.name), creds=creds, deadline=deadline, reporter=out,
+                                side_by_side=builds)
+            results[spec.name] = b
+            done(b)
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread, raised there
+            with lock:
+                errors.append(e)
+            builds.cancel()
+
+    out.step("build " + ", ".join(f"{s.repository}:{s.tags[0]}" for s in specs) + " side by side")
+    threads = [threading.Thread(target=one, args=(s,), name=f"stackpatch-build-{s.name}", daemon=False)
+               for s in specs]
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            while t.is_alive():
+                t.join(0.2)
+    except BaseException:  # an interrupt reaches the main thread only: stop the builds, then go
+        builds.cancel()
+        for t in threads:
+            t.join()
+        raise
+    if errors:
+        first = next((e for e in errors if not isinstance(e, image_mod.BuildCancelled)), errors[0])
+        raise first
+    return {s.name: results[s.name] for s in specs}
 
 
 def _verify_while_pushing(cfg: Config, plan: Plan, workdir: Path, built: dict, to_build: list, client, reg: Registry,

@@ -198,10 +198,11 @@ def refuse_unattended_pause(pause: bool, yes: bool, reporter: Reporter) -> None:
 
 def deploy(cfg, release: Release, *, yes: bool, pause: bool, reporter: Reporter,
            build_timings: dict[str, float] | None = None, target: Target | None = None,
-           promoted_from: str | None = None) -> RunResult:
+           promoted_from: str | None = None, build_beside: tuple[str, ...] = ()) -> RunResult:
     """Roll `release` out to the stack in waves, with the release phase, gates, rollback and purge.
 
     build_timings: the build half's phases (seconds) when `ship` ran it, kept in the run-start record;
+    build_beside: those of them that ran side by side from one start (the builds), kept there too;
     promoted_from: the target `promote` took the release from, kept there too."""
     refuse_unattended_pause(pause, yes, reporter)
     target = target or targets.for_config(cfg)
@@ -215,7 +216,8 @@ def deploy(cfg, release: Release, *, yes: bool, pause: bool, reporter: Reporter,
     run_id, steps, from_version, from_revision, jr = _begin(
         cfg, target, op="deploy", version=release.version, revision=release.revision, release=release,
         plan=lambda state: plan_deploy(cfg, release, state.services, pause=pause), build_timings=build_timings,
-        run_id=run_id, extra={"promoted_from": promoted_from} if promoted_from else None)
+        run_id=run_id, extra={**({"promoted_from": promoted_from} if promoted_from else {}),
+                              **({"build_beside": list(build_beside)} if build_beside else {})} or None)
     reporter.info(f"run {run_id}: {from_version or '?'} → {release.version} on {target.stack} (journal {jr.path})")
     return _ending(cfg, jr, reporter, lambda guard: run_steps(
         _context(cfg, target, jr, run_id, reporter, guard, yes, from_revision), steps, op="deploy",
