@@ -492,8 +492,13 @@ def release(info, kind: str) -> Release:
     """A release of the sandbox app (built and pushed once per session): good, crash, badmig or probe."""
     key = (info.name, kind)
     if key not in _RELEASES:
-        import tempfile
-        work = _WORK.setdefault(info.name, Path(tempfile.mkdtemp(prefix="stackpatch-test-releases-")))
+        if info.name not in _WORK:  # made here, so removed here: when this test process exits
+            import atexit
+            import shutil
+            import tempfile
+            _WORK[info.name] = Path(tempfile.mkdtemp(prefix="stackpatch-test-releases-"))
+            atexit.register(shutil.rmtree, _WORK[info.name], True)
+        work = _WORK[info.name]
         letter, edit = EDITS[kind]
         _RELEASES[key] = make_release(info, work, f"{info.release}{letter}", edit)
     return _RELEASES[key]
