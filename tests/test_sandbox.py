@@ -370,6 +370,13 @@ def _registry_processes_under(path: Path) -> list[int]:
     return out
 
 
+def _all_tags(c) -> list[str]:
+    """Every repo:tag in the engine's store, in one API call: `images.list()` inspects each image after
+    listing them, and an image another test (the other xdist worker) removes in between raises
+    ImageNotFound."""
+    return [t for img in c.api.images() for t in (img.get("RepoTags") or []) if t != "<none>:<none>"]
+
+
 def _world_of(sandbox) -> dict[str, Any]:
     """Sandbox A as the engine and the disk hold it: what a refused up or a foreign down must not change."""
     from stackpatch.sandbox import stack as stack_mod
@@ -379,7 +386,7 @@ def _world_of(sandbox) -> dict[str, Any]:
         "files": sorted(str(p.relative_to(sandbox.dir)) for p in sandbox.dir.rglob("*")
                         if "storage" not in p.parts),  # registry blobs may be written by other tests' pushes
         "state": (sandbox.dir / "state.json").read_text(),
-        "tags": sorted(t for img in c.images.list() for t in img.tags if f"/{sandbox.name}/" in t),
+        "tags": sorted(t for t in _all_tags(c) if f"/{sandbox.name}/" in t),
         "registry_pid": Registry(sandbox.dir, int(sandbox.registry.split(":")[1])).pid(),
     }
 
@@ -444,7 +451,7 @@ def test_up_refused_for_a_missing_tool_leaves_nothing(tmp_path):
     assert not d.exists() and _registry_processes_under(d) == []
     assert c.info()["Swarm"]["LocalNodeState"] == swarm
     assert stack_mod.objects(c, f"{name}-prod") == {"services": {}, "volumes": {}, "networks": {}, "configs": {}}
-    assert not [t for img in c.images.list() for t in img.tags if f"/{name}/" in t]
+    assert not [t for t in _all_tags(c) if f"/{name}/" in t]
 
 
 # ------------------------------------------------------------------ the registry's htpasswd, without apache2-utils
