@@ -166,7 +166,7 @@ def read_run(records: list[dict]) -> Run | None:
     lock_s = start.get("lock_seconds")  # when the deploy half records how long taking the lock took
     # verify and the push run side by side when the release tags were put on afterwards (`tag`)
     beside = {"push", "verify"} & set(build) if "tag" in build else set()
-    together = set(start.get("build_beside") or ()) & set(build)
+    together = set(start.get("build_beside") or ()) & set(build)  # the builds, run side by side from one start
     span = (sum(s for k, s in build.items() if k not in beside and k not in together)
             + max((build[k] for k in beside), default=0.0) + max((build[k] for k in together), default=0.0))
     origin = start["ts"] - span - float(lock_s or 0)
@@ -174,7 +174,6 @@ def read_run(records: list[dict]) -> Run | None:
 
     t = 0.0
     split = None
-    together = set(start.get("build_beside") or ())  # the builds, run side by side from one start
     at_once = None
     for name, secs in build.items():
         label, kind = _build_phase(name)

@@ -194,7 +194,7 @@ def build(client: docker.DockerClient, spec: BuildSpec, workdir: Path, *, versio
     argv = build_argv(spec, workdir, labels, bk, cache)
     log.write("==> " + " ".join(argv))
     t0 = time.monotonic()
-    who = f"{spec.name}: " if side_by_side else ""
+    who = f"{spec.name}: " if side_by_side is not None else ""
     if side_by_side is not None and side_by_side.cancelled.is_set():
         raise BuildCancelled(f"image {spec.name!r}: not built, another image's build failed")
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

@@ -214,8 +214,10 @@ def _build_images(client, specs: list, workdir: Path, version: str, sha: str, so
     lock = threading.Lock()
 
     def one(spec) -> None:
+        c = None
         try:
-            b = image_mod.build(local_client(), spec, workdir, version=version, revision=sha, source=source,
+            c = local_client()  # a connection of its own: none is shared by threads
+            b = image_mod.build(c, spec, workdir, version=version, revision=sha, source=source,
                                 log=log.part(spec.name), creds=creds, deadline=deadline, reporter=out,
                                 side_by_side=builds)
             results[spec.name] = b
@@ -224,6 +226,9 @@ def _build_images(client, specs: list, workdir: Path, version: str, sha: str, so
             with lock:
                 errors.append(e)
             builds.cancel()
+        finally:
+            if c is not None:
+                c.close()
 
     out.step("build " + ", ".join(f"{s.repository}:{s.tags[0]}" for s in specs) + " side by side")
     threads = [threading.Thread(target=one, args=(s,), name=f"stackpatch-build-{s.name}", daemon=False)

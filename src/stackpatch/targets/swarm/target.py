@@ -60,7 +60,6 @@ def _lock_of(config: dict) -> LockInfo:
                     max(info.expires_at, renewed), info.boot_id)
 
 
-
 def _hostname(node: dict) -> str:
     """A node's name as the user knows it (`docker node ls`): its hostname, else its id."""
     return (node.get("Description") or {}).get("Hostname") or node["ID"]
