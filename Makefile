@@ -31,7 +31,7 @@ test: setup
 test-fast: venv
 	$(BIN)/python -m pytest -q -m "not docker and not browser" $(PYTEST_ARGS)
 
-# the benchmark's own scripts checked end to end on a sandbox fork (marker `bench`), then the benchmark
+# the benchmark's own scripts checked end to end on a sandbox fork and a 3-node sandbox (marker `bench`), then the benchmark
 bench: setup
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m bench

@@ -3,13 +3,17 @@
 
     competent_script.py --repo URL --ref REF --version V --registry HOST[:PORT]/NAMESPACE --stack NAME
                         --base-image IMAGE --workdir DIR [--image NAME=DOCKERFILE ...]
-                        [--service SERVICE=IMAGE ...] [--migrate-service SERVICE] [-- MIGRATION COMMAND...]
+                        [--service SERVICE=IMAGE ...] [--migrate-service SERVICE] [--swarm-host HOST]
+                        [--node-host NODE=HOST ...] [-- MIGRATION COMMAND...]
 
 Unlike the manual routine (benchmarks/manual_routine.sh: a fresh clone, `--no-cache`, stop-first), it
 keeps its checkout in --workdir between runs (`git fetch` + `checkout --force` + `clean -ffdx`), builds
 with BuildKit's cache, pushes, then per service `docker service update --image … --update-order
 start-first --with-registry-auth --detach=false` (phpfiles, phpha, web in that order), then runs the
-migrations by `docker exec` in a phpfiles task. No verify, no canary gate, no release phase between
+migrations by `docker exec` in a phpfiles task. With a remote swarm (--swarm-host: `docker -H` of the
+manager) the builds and pushes stay on this machine's engine, the service commands go to the manager, and
+the exec goes to the engine of the node the task runs on (--node-host NODE=HOST, NODE as `docker node ls`
+names it: what a person reaches by ssh). No verify, no canary gate, no release phase between
 waves, no rollback, no lock, no journal: what stackpatch's safety costs shows next to it.
 
 Phases go to stdout as JSON lines {"phase", "event": "start"|"end", "ts"} (as manual_routine.sh prints
@@ -61,11 +65,16 @@ def parse(argv: list[str]) -> argparse.Namespace:
     ap.add_argument("--image", action="append", help="NAME=DOCKERFILE (repeatable)")
     ap.add_argument("--service", action="append", help="SERVICE=IMAGE, in update order (repeatable)")
     ap.add_argument("--migrate-service", default="phpfiles")
+    ap.add_argument("--swarm-host", help="the swarm manager's engine (docker -H) for the service commands")
+    ap.add_argument("--node-host", action="append", help="NODE=HOST: the engine of node NODE, for the exec")
     ap.add_argument("migrate", nargs="*", help="the migration command (default python3 /app/migrate.py)")
     args = ap.parse_args(argv)
     args.images = pairs(args.image, DEFAULT_IMAGES, "image")
     args.services = pairs(args.service, DEFAULT_SERVICES, "service")
+    args.node_hosts = dict(pairs(args.node_host, (), "node-host"))
     args.migrate = args.migrate or ["python3", "/app/migrate.py"]
+    if args.swarm_host is not None and not args.swarm_host:
+        raise Refused("--swarm-host needs a docker host (unix://…, ssh://…, tcp://…)")
     if "/" not in args.registry:
         raise Refused(f"--registry {args.registry!r}: expected HOST[:PORT]/NAMESPACE")
     if not os.environ.get("REGISTRY_USER") or not os.environ.get("REGISTRY_PASSWORD"):
@@ -124,20 +133,24 @@ def main(argv: list[str] | None = None) -> int:
             mark(f"push:{name}", "start")
             run([docker, "push", "--quiet", f"{args.registry}/{name}:{tag}"], env)
             mark(f"push:{name}", "end")
+        swarm = [docker, "-H", args.swarm_host] if args.swarm_host else [docker]
         for svc, name in args.services:
             mark(f"deploy:{svc}", "start")
-            run([docker, "service", "update", "--detach=false", "--quiet", "--image", f"{args.registry}/{name}:{tag}",
+            run([*swarm, "service", "update", "--detach=false", "--quiet", "--image", f"{args.registry}/{name}:{tag}",
                  "--update-order", "start-first", "--with-registry-auth", "--", f"{args.stack}_{svc}"], env)
             mark(f"deploy:{svc}", "end")
 
         mark("migrations", "start")
-        task = run([docker, "service", "ps", "--quiet", "--no-trunc", "--filter", "desired-state=running",
-                    "--", f"{args.stack}_{args.migrate_service}"], env, capture=True).split()
+        task = run([*swarm, "service", "ps", "--no-trunc", "--filter", "desired-state=running", "--format",
+                    "{{.ID}} {{.Node}}", "--", f"{args.stack}_{args.migrate_service}"], env, capture=True).split()
         if not task:
             raise RuntimeError(f"no running task of {args.stack}_{args.migrate_service}")
-        container = run([docker, "inspect", "--format", "{{.Status.ContainerStatus.ContainerID}}", "--", task[0]],
+        container = run([*swarm, "inspect", "--format", "{{.Status.ContainerStatus.ContainerID}}", "--", task[0]],
                         env, capture=True).strip()
-        run([docker, "exec", "--", container, *args.migrate], env)
+        node = task[1] if len(task) > 1 else ""
+        on = [docker, "-H", args.node_hosts[node]] if node in args.node_hosts else swarm
+        print(f"migrations: task {task[0][:12]} on node {node}", file=sys.stderr, flush=True)
+        run([*on, "exec", "--", container, *args.migrate], env)
         mark("migrations", "end")
         mark("done", "end", revision=sha, tag=tag)
         return 0

@@ -12,7 +12,12 @@
 # tools print goes to stderr.
 #
 # usage: manual_routine.sh --repo URL --ref REF --version V --registry HOST[:PORT]/NAMESPACE --stack NAME
-#                          --base-image IMAGE [--workdir DIR] [-- MIGRATION COMMAND...]
+#                          --base-image IMAGE [--workdir DIR] [--swarm-host HOST]
+#                          [--node-host NODE=HOST ...] [-- MIGRATION COMMAND...]
+#        --swarm-host  the swarm manager's engine (`docker -H HOST`) for the service commands; builds and
+#                      pushes stay on this machine's engine (as with a remote swarm). Default: the same engine
+#        --node-host   the engine of node NODE (its hostname in `docker node ls`): the migration's `docker exec`
+#                      goes to the node its task runs on, as a person would ssh there. Default: the swarm host
 # env:   REGISTRY_USER, REGISTRY_PASSWORD   registry login (read from the environment, never printed)
 #        IMAGES     "name=dockerfile ..."             default "app=docker/app/Dockerfile front=docker/front/Dockerfile"
 #        SERVICES   "service=image ..." in order      default "phpfiles=app phpha=app web=front"
@@ -23,7 +28,8 @@ set -euo pipefail
 usage() { sed -n '/^# usage:/,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2; exit 2; }
 die() { printf 'manual_routine: error: %s\n' "$1" >&2; exit 2; }
 
-repo="" ref="" version="" registry="" stack="" base_image="" workdir=""
+repo="" ref="" version="" registry="" stack="" base_image="" workdir="" swarm_host=""
+node_hosts=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --repo) repo="${2-}"; shift 2 ;;
@@ -33,6 +39,10 @@ while [ $# -gt 0 ]; do
     --stack) stack="${2-}"; shift 2 ;;
     --base-image) base_image="${2-}"; shift 2 ;;
     --workdir) workdir="${2-}"; shift 2 ;;
+    --swarm-host) swarm_host="${2-}"; [ -n "$swarm_host" ] || die "--swarm-host needs a docker host"; shift 2 ;;
+    --node-host)
+      case "${2-}" in ?*=?*) node_hosts+=("$2") ;; *) die "--node-host '${2-}': expected NODE=HOST" ;; esac
+      shift 2 ;;
     -h|--help) usage ;;
     --) shift; break ;;
     *) die "unknown argument '$1' (see --help)" ;;
@@ -48,7 +58,8 @@ read -r -a images <<< "${IMAGES:-app=docker/app/Dockerfile front=docker/front/Do
 read -r -a services <<< "${SERVICES:-phpfiles=app phpha=app web=front}"
 migrate_service="${MIGRATE_SERVICE:-phpfiles}"
 
-docker_cli="docker"
+swarm=(docker)   # the service commands: on the manager given by --swarm-host, else this engine
+[ -z "$swarm_host" ] || swarm=(docker -H "$swarm_host")
 if [ -z "${BUILD_DOCKER:-}" ] && [ -x /usr/bin/docker ]; then
   build_docker=/usr/bin/docker; export DOCKER_BUILDKIT="${DOCKER_BUILDKIT:-1}"
 else
@@ -74,7 +85,7 @@ printf '%s' "$REGISTRY_PASSWORD" | docker login --username "$REGISTRY_USER" --pa
 
 # step 2: the deployed commit, by hand, from the running image name
 phase_start lookup
-deployed="$(docker service inspect --format '{{.Spec.TaskTemplate.ContainerSpec.Image}}' "${stack}_${migrate_service}")"
+deployed="$("${swarm[@]}" service inspect --format '{{.Spec.TaskTemplate.ContainerSpec.Image}}' "${stack}_${migrate_service}")"
 printf 'deployed: %s\n' "$deployed" >&2
 phase_end lookup
 
@@ -112,17 +123,23 @@ done
 for spec in "${services[@]}"; do
   svc="${spec%%=*}"; name="${spec#*=}"
   phase_start "deploy:$svc"
-  docker service update --detach=false --quiet --force --update-order stop-first \
+  "${swarm[@]}" service update --detach=false --quiet --force --update-order stop-first \
     --image "$registry/$name:$tag" --with-registry-auth -- "${stack}_${svc}" >&2
   phase_end "deploy:$svc"
 done
 
 # step 8: migrations, live, by exec in the phpfiles task
 phase_start migrations
-task="$(docker service ps --quiet --no-trunc --filter desired-state=running -- "${stack}_${migrate_service}" | head -n 1)"
-[ -n "$task" ] || die "no running task of ${stack}_${migrate_service}"
-container="$(docker inspect --format '{{.Status.ContainerStatus.ContainerID}}' -- "$task")"
-docker exec -- "$container" "${migrate_cmd[@]}" >&2
+read -r task node < <("${swarm[@]}" service ps --no-trunc --filter desired-state=running \
+  --format '{{.ID}} {{.Node}}' -- "${stack}_${migrate_service}" | head -n 1) || true
+[ -n "${task:-}" ] || die "no running task of ${stack}_${migrate_service}"
+container="$("${swarm[@]}" inspect --format '{{.Status.ContainerStatus.ContainerID}}' -- "$task")"
+on=("${swarm[@]}")   # the engine of the node the task runs on
+for spec in "${node_hosts[@]}"; do
+  [ "${spec%%=*}" != "$node" ] || on=(docker -H "${spec#*=}")
+done
+printf 'migrations: task %s on node %s\n' "${task:0:12}" "$node" >&2
+"${on[@]}" exec -- "$container" "${migrate_cmd[@]}" >&2
 phase_end migrations
 
 printf '{"phase": "done", "event": "end", "ts": %s, "revision": "%s", "tag": "%s"}\n' "$(now)" "$sha" "$tag"

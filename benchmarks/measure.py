@@ -50,19 +50,26 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
         await proc.wait()
 
 
-def notes_rows(stack: str, tag: str, timeout: float = 60) -> dict[str, int]:
+def notes_rows(stack: str, tag: str, timeout: float = 60, hosts: Sequence[str] = ()) -> dict[str, int]:
     """{request id: rows} of the example app's `notes` table for the request ids `<tag>-...`, read with
-    psql in the running task of the stack's `db` service (this node's container)."""
+    psql in the running task of the stack's `db` service: this engine's container, or with `hosts` (the
+    docker hosts of a multi-node swarm's nodes) the container on whichever node runs it."""
     if not re.fullmatch(r"[A-Za-z0-9]{1,40}", tag):
         raise ValueError(f"tag {tag!r}: letters and digits only")
-    docker = shutil.which("docker", path="/usr/bin:/usr/local/bin:/bin") or "docker"
-    ids = subprocess.run([docker, "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={stack}_db",
-                          "--filter", "status=running"], capture_output=True, text=True, timeout=timeout,
-                         check=True).stdout.split()
+    cli = shutil.which("docker", path="/usr/bin:/usr/local/bin:/bin") or "docker"
+    ids: list[str] = []
+    docker = [cli]
+    for host in hosts or [None]:
+        docker = [cli, "-H", host] if host else [cli]
+        ids = subprocess.run([*docker, "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={stack}_db",
+                              "--filter", "status=running"], capture_output=True, text=True, timeout=timeout,
+                             check=True).stdout.split()
+        if ids:
+            break
     if not ids:
         raise RuntimeError(f"no running container of {stack}_db to count the rows in")
     sql = f"SELECT request_id, count(*) FROM notes WHERE request_id LIKE '{tag}-%' GROUP BY request_id"
-    out = subprocess.run([docker, "exec", ids[0], "psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres",
+    out = subprocess.run([*docker, "exec", ids[0], "psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres",
                           "-AtF", "\t", "-v", "ON_ERROR_STOP=1", "-c", sql],
                          capture_output=True, text=True, timeout=timeout)
     if out.returncode != 0:
@@ -105,8 +112,11 @@ def phases_from_lines(lines: Sequence[str]) -> tuple[dict[str, list[float]], dic
 
 def serving_since(samples: Sequence[loadgen.Sample], revision: str, after: float) -> float | None:
     """Arrival time of the first successful answer of `revision` (at or after `after`) such that every later
-    successful answer is of `revision` too; None when the new revision never took over."""
-    ok = sorted((s for s in samples if s.ok), key=lambda s: s.ts + s.latency_ms / 1000)
+    successful answer is of `revision` too; None when the new revision never took over. Only the GETs say
+    which revision answered: a POST's answer names none and must not count as an old one (it did until
+    2026-11-27, which put the lead time of a run with POSTs at the first GET after the last POST, near the
+    end of the load; benchmarks/relead.py recomputes a results file's lead times from its raw requests)."""
+    ok = sorted((s for s in samples if s.ok and s.method == "GET"), key=lambda s: s.ts + s.latency_ms / 1000)
     since = None
     for s in ok:
         arrival = s.ts + s.latency_ms / 1000
@@ -124,7 +134,7 @@ async def measure(url: str, argv: Sequence[str], out_dir: Path, name: str, *, ra
                   title: str | None = None, env: Mapping[str, str] | None = None, cwd: Path | None = None,
                   phases_hook: Callable[[str, list[tuple[float, str]], float, float], dict[str, list[float]]] | None = None,
                   command_timeout: float | None = None, post_share: float = 0.0, post_path: str = "/notes",
-                  stack: str | None = None) -> dict[str, Any]:
+                  stack: str | None = None, docker_hosts: Sequence[str] = ()) -> dict[str, Any]:
     """`env` is added to the command's environment (secrets go there, never in `argv`: argv is recorded).
     The command's stdout is kept in NAME.out, its stderr in NAME.log with each line's arrival time.
     `phases_hook(stdout, [(ts, stderr line)], t_start, t_end)`, when given, returns more phases ({name: [start, end]}, epoch)
@@ -186,7 +196,7 @@ async def measure(url: str, argv: Sequence[str], out_dir: Path, name: str, *, ra
     posts: dict[str, Any] = {"post_requests": summary["post_requests"], "post_ok": summary["post_ok"],
                              "post_applied_twice": None}
     if post_share > 0 and stack:
-        posts = loadgen.post_figures(samples, await asyncio.to_thread(notes_rows, stack, tag))
+        posts = loadgen.post_figures(samples, await asyncio.to_thread(notes_rows, stack, tag, 60, docker_hosts))
     figures = schema.contender_figures(
         summary, phases, lead, command_s=round(t_end - t_start, 3), exit_code=code, revision=revision,
         new_revision_served=since is not None, statuses=summary["statuses"], revisions=summary["revisions"],

@@ -1,6 +1,7 @@
 """`make bench`: stackpatch against a script of the manual routine, side by side, on one sandbox (issue 6).
 
     python benchmarks/run.py [--rate 500] [--post-share 0.2] [--files 10000] [--scaling 1000,30000] [--max-minutes 45]
+                             [--runs 3] [--nodes 3]
 
 1. brings up a sandbox of its own (name `bench-<hex>`, in a temp dir; never the user's `acme`);
 2. warm-up: a throwaway fork ships a different one-line hotfix with `stackpatch ship --yes`, so BuildKit's
@@ -17,6 +18,11 @@
 6. writes benchmarks/results/<date>-<machine>.json (checked with benchmarks/schema.py) and one PNG per
    contender run, benchmarks/results/<date>-<machine>-<contender>.png; the raw requests and logs go to
    .bench/<date>-<machine>/ (not committed).
+With `--nodes N` (N > 1) the sandbox is `sandbox up --nodes N` (a manager and N-1 workers, each a dockerd
+with an empty image store, pulling from the registry over TLS): a fork is for the one-engine sandbox, so
+every run patches the sandbox's own stack, one after another (see OwnStack), the scripts are told the
+manager (`--swarm-host`) and the nodes (`--node-host`: the migration's exec goes to the task's node), and
+the results file ends in `-nodesN`.
 Everything it created (forks, stacks, lock objects, images, the sandbox and its registry) is removed at the
 end, also on failure, Ctrl-C, SIGTERM or after --max-minutes.
 
@@ -391,21 +397,32 @@ def _git(*args: str, cwd: Path) -> str:
     return git.out(*args, cwd=cwd)
 
 
-def one_line_fix(app: Path, line: str, *, with_start: bool, env: dict[str, str], version: str = HOTFIX) -> str:
-    """hotfix/<version> from 26.11.1 (with `stackpatch start`, or by hand), one line appended, pushed."""
+def one_line_fix(app: Path, line: str, *, with_start: bool, env: dict[str, str], version: str = HOTFIX,
+                 base: str = RELEASE, branch: str | None = None) -> str:
+    """hotfix/<version> from 26.11.1 (with `stackpatch start`, or by hand), one line appended, pushed.
+    By hand with `branch`: that branch from `base`, pushed, and the checkout back where it was (the
+    multi-node runs patch one repo, in which stackpatch's next `start` must find no stray branch)."""
     from stackpatch import git
+    back = None
     if with_start:
         r = subprocess.run([CLI, "start", version], cwd=app, env=env, capture_output=True, text=True, timeout=120,
                            stdin=subprocess.DEVNULL)
         if r.returncode != 0:
             raise RuntimeError(f"stackpatch start failed: {r.stderr[-2000:]}")
     else:
-        git.run("checkout", "--quiet", "-b", f"hotfix/{version}", RELEASE, cwd=app)
+        if branch:
+            back = git.run("symbolic-ref", "--quiet", "--short", "HEAD", cwd=app, check=False).stdout.strip() \
+                or git.out("rev-parse", "HEAD", cwd=app)
+        git.run("checkout", "--quiet", "-b", branch or f"hotfix/{version}", base, cwd=app)
     server = app / "app" / "server.py"
     server.write_text(server.read_text() + line)
     git.run(*IDENTITY, "commit", "--quiet", "-am", "one-line hotfix", cwd=app)
-    git.run("push", "--quiet", "--set-upstream", "origin", f"hotfix/{version}", cwd=app)
-    return git.out("rev-parse", "HEAD", cwd=app)
+    git.run("push", "--quiet", "--set-upstream", "origin", branch or f"hotfix/{version}", cwd=app)
+    sha = git.out("rev-parse", "HEAD", cwd=app)
+    if back is not None:
+        git.run("checkout", "--quiet", back, cwd=app)
+        git.run("branch", "--quiet", "-D", branch, cwd=app)
+    return sha
 
 
 def run_gently(argv: list[str], *, cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
@@ -489,23 +506,96 @@ def make_fork(info, root: Path, label: str, cleanup: Cleanup, at: str | None = N
     return api.fork(info, dst, stack)
 
 
+class OwnStack:
+    """`--nodes N` (N > 1): every run patches the sandbox's own stack on its nodes (a fork is for the
+    one-engine sandbox), one run after another in the one repo. stackpatch ships 26.11.1b (the warm-up),
+    then c, d… each on top of the last; a script's run patches the release stackpatch shipped last, on a
+    branch of its own, and is undone afterwards (`docker service rollback` of the services it updated:
+    each one's previous spec is stackpatch's), so that every contender patches the same release and
+    stackpatch's next `start` finds its own release deployed."""
+
+    SERVICES = ("phpfiles", "phpha", "web")
+
+    def __init__(self, info, cdn: str) -> None:
+        from stackpatch import git
+        from stackpatch.sandbox import api
+        self.info = info
+        self.fork = api.Fork(app_dir=info.app_dir, origin_dir=info.origin_dir, stack=info.stack,
+                             front_url=info.front_url, front_port=info.front_port, config_path=info.config_path)
+        self.release, self.revision = RELEASE, info.revision  # what the stack runs between two runs
+        self.manager = info.connect["unix"]
+        self.node_hosts = {n["name"]: n["docker_host"] for n in info.nodes if n.get("docker_host")}
+        # the CDN section, as on a fork: hidden from `git status` (the committed file is unchanged)
+        git.run("update-index", "--skip-worktree", "stackpatch.toml", cwd=info.app_dir)
+        with info.config_path.open("a") as f:
+            f.write(cdn)
+
+    def script_args(self) -> list[str]:
+        """The scripts' view of a remote swarm: the service commands on the manager, the exec on the node
+        that runs the task; builds and pushes on this machine's engine."""
+        out = ["--swarm-host", self.manager]
+        for node, host in sorted(self.node_hosts.items()):
+            out += ["--node-host", f"{node}={host}"]
+        return out
+
+    def shipped(self, version: str, revision: str) -> None:
+        self.release, self.revision = version, revision
+
+    def images(self) -> dict[str, str]:
+        """{service: the image its spec names}, read on the manager."""
+        names = [f"{self.info.stack}_{svc}" for svc in self.SERVICES]
+        out = subprocess.run([self.docker, "-H", self.manager, "service", "inspect", "--format",
+                              "{{.Spec.TaskTemplate.ContainerSpec.Image}}", "--", *names], capture_output=True,
+                             text=True, timeout=60, stdin=subprocess.DEVNULL, check=True).stdout.split()
+        return dict(zip(self.SERVICES, out))
+
+    @property
+    def docker(self) -> str:
+        return shutil.which("docker", path="/usr/bin:/usr/local/bin:/bin") or "docker"
+
+    def restore(self, before: dict[str, str], timeout: float = 300) -> None:
+        """Each service whose image a script changed (from `before`) back to its previous spec, all at once,
+        then the front serving stackpatch's last release again."""
+        import concurrent.futures
+        from stackpatch.sandbox import stack as stack_mod
+        now = self.images()
+        changed = [svc for svc in self.SERVICES if now.get(svc) != before.get(svc)]
+
+        def back(svc: str) -> subprocess.CompletedProcess:
+            return subprocess.run([self.docker, "-H", self.manager, "service", "rollback", "--detach=false",
+                                   "--quiet", "--", f"{self.info.stack}_{svc}"], capture_output=True, text=True,
+                                  timeout=timeout, stdin=subprocess.DEVNULL)
+        log(f"roll {', '.join(changed) or 'nothing'} back to {self.release}")
+        with concurrent.futures.ThreadPoolExecutor(max(1, len(changed))) as pool:
+            done = list(pool.map(back, changed))
+        failed = [f"{svc}: {r.stderr.strip()[-300:]}" for svc, r in zip(changed, done) if r.returncode != 0]
+        if failed:
+            raise RuntimeError(f"rolling the script's update back failed: {'; '.join(failed)}")
+        stack_mod.wait_version(self.info.front_url, self.release, self.revision, timeout=timeout)
+
+
 def run_stackpatch(args, info, root: Path, raw: Path, env: dict, cdn: str, cleanup: Cleanup, k: int, version: str,
-                   tag: str, warm_s: float) -> dict[str, Any]:
-    """stackpatch ship, on a fresh fork whose build dir an earlier ship left at 26.11.1."""
+                   tag: str, warm_s: float, own: OwnStack | None = None) -> dict[str, Any]:
+    """stackpatch ship, on a fresh fork whose build dir an earlier ship left at 26.11.1 (or, on several
+    nodes, on the sandbox's own stack, whose build dir the previous ship left)."""
     from stackpatch.images import workdir as workdir_mod
     from stackpatch.sandbox import api
-    fork = make_fork(info, root, f"sp{k}", cleanup, at=SP_DIR)
-    with fork.config_path.open("a") as f:
-        f.write(cdn)
-    old_env = os.environ.get("STACKPATCH_CACHE_DIR")
-    os.environ["STACKPATCH_CACHE_DIR"] = env["STACKPATCH_CACHE_DIR"]
-    try:
-        workdir_mod.sync(fork.app_dir, "origin", _git("rev-parse", f"{RELEASE}^{{commit}}", cwd=fork.app_dir))
-    finally:
-        if old_env is None:
-            os.environ.pop("STACKPATCH_CACHE_DIR", None)
-        else:
-            os.environ["STACKPATCH_CACHE_DIR"] = old_env
+    if own is not None:
+        fork = own.fork
+    else:
+        fork = make_fork(info, root, f"sp{k}", cleanup, at=SP_DIR)
+        with fork.config_path.open("a") as f:
+            f.write(cdn)
+        old_env = os.environ.get("STACKPATCH_CACHE_DIR")
+        os.environ["STACKPATCH_CACHE_DIR"] = env["STACKPATCH_CACHE_DIR"]
+        try:
+            workdir_mod.sync(fork.app_dir, "origin", _git("rev-parse", f"{RELEASE}^{{commit}}", cwd=fork.app_dir))
+        finally:
+            if old_env is None:
+                os.environ.pop("STACKPATCH_CACHE_DIR", None)
+            else:
+                os.environ["STACKPATCH_CACHE_DIR"] = old_env
+    base = own.release if own is not None else RELEASE
     sha = one_line_fix(fork.app_dir, fix_line("stackpatch", k), with_start=True, env=env, version=version)
     time.sleep(1.1)  # the build dir was synced before the hotfix was written (no "racily clean" files)
     run_info: dict[str, Any] = {}
@@ -526,7 +616,8 @@ def run_stackpatch(args, info, root: Path, raw: Path, env: dict, cdn: str, clean
         before=args.before, after=args.after, revision=sha, cwd=fork.app_dir, env=env, phases_hook=sp_phases,
         command_timeout=args.command_timeout, max_duration=args.command_timeout + 120,
         post_share=args.post_share, stack=fork.stack, timeout=args.request_timeout,
-        title=f"stackpatch ship --yes: {RELEASE} → {version}, {args.rate:g} req/s{tag}"))
+        docker_hosts=list(own.node_hosts.values()) if own is not None else (),
+        title=f"stackpatch ship --yes: {base} → {version}, {args.rate:g} req/s{tag}{nodes_tag(info)}"))
     if sp["exit_code"] != 0:
         raise RuntimeError(f"stackpatch ship failed (exit {sp['exit_code']}); see {raw}/{run_name('stackpatch', k)}.log")
     sp.update(overhead(sp["phase_times"], sp["command_s"], sp["lead_time_s"]))
@@ -541,55 +632,73 @@ def run_stackpatch(args, info, root: Path, raw: Path, env: dict, cdn: str, clean
         sp["limit_parts_s"] = run_info["limit"]["parts_s"]
     shutil.copy(fork.app_dir / ".stackpatch" / "runs" / f"{(ship.get('run') or {}).get('run_id')}.jsonl",
                 raw / f"stackpatch-journal-{k + 1}.jsonl")
-    api.remove_stack(fork.stack)
+    if own is not None:
+        own.shipped(version, sha)
+    else:
+        api.remove_stack(fork.stack)
     return sp
 
 
+def nodes_tag(info) -> str:
+    return f", {len(info.nodes)} nodes" if info.connect else ""
+
+
 def run_manual(args, info, root: Path, raw: Path, name: str, user: str, password: str, cleanup: Cleanup, k: int,
-               tag: str) -> dict[str, Any]:
-    """benchmarks/manual_routine.sh on a fresh fork."""
+               tag: str, own: OwnStack | None = None) -> dict[str, Any]:
+    """benchmarks/manual_routine.sh on a fresh fork (or on the sandbox's own stack, on several nodes)."""
     argv = ["bash", str(SCRIPT), "--version", HOTFIX, "--registry", f"{info.registry}/{name}",
             "--base-image", info.base_image]
     return run_script(args, info, root, raw, cleanup, k, tag, "manual_routine", argv, (user, password),
-                      "manual routine script")
+                      "manual routine script", own=own)
 
 
 def run_competent(args, info, root: Path, raw: Path, name: str, user: str, password: str, cleanup: Cleanup,
-                  k: int, tag: str, workdir: Path) -> dict[str, Any]:
+                  k: int, tag: str, workdir: Path, own: OwnStack | None = None) -> dict[str, Any]:
     """benchmarks/competent_script.py on a fresh fork; its checkout is kept in `workdir` across its runs
     and, like stackpatch's build dir, made once at 26.11.1 before its first measured run."""
     argv = [sys.executable, str(COMPETENT), "--version", HOTFIX, "--registry", f"{info.registry}/{name}",
             "--base-image", info.base_image, "--workdir", str(workdir)]
     return run_script(args, info, root, raw, cleanup, k, tag, "competent_script", argv, (user, password),
-                      "competent script (cached build, start-first)", kept_checkout=workdir / "src")
+                      "competent script (cached build, start-first)", kept_checkout=workdir / "src", own=own)
 
 
 def run_script(args, info, root: Path, raw: Path, cleanup: Cleanup, k: int, tag: str, contender: str,
-               argv: list[str], login: tuple[str, str], title: str, kept_checkout: Path | None = None) -> dict[str, Any]:
+               argv: list[str], login: tuple[str, str], title: str, kept_checkout: Path | None = None,
+               own: OwnStack | None = None) -> dict[str, Any]:
     """A script contender (argv, to which the fork's --repo, --ref and --stack are added) on a fresh fork,
-    after the same one-line fix, pushed by hand on hotfix/<HOTFIX>."""
+    after the same one-line fix, pushed by hand on hotfix/<HOTFIX>. On several nodes (`own`): on the
+    sandbox's own stack, the fix on a branch of its own from stackpatch's last release, the scripts told
+    where the manager and the nodes are, and their update rolled back afterwards."""
     from stackpatch import git
     from stackpatch.sandbox import api
-    fork = make_fork(info, root, f"{contender.split('_')[0]}{k}", cleanup)
+    fork = own.fork if own is not None else make_fork(info, root, f"{contender.split('_')[0]}{k}", cleanup)
+    base = own.release if own is not None else RELEASE
     if kept_checkout is not None and not (kept_checkout / ".git").is_dir():
         git.run("clone", "--quiet", "--", str(fork.origin_dir), str(kept_checkout), cwd=root)
-        git.run("checkout", "--quiet", "--detach", RELEASE, cwd=kept_checkout)
-    sha = one_line_fix(fork.app_dir, fix_line(contender, k), with_start=False, env={})
+        git.run("checkout", "--quiet", "--detach", base, cwd=kept_checkout)
+    ref = f"bench/{contender}-{k + 1}" if own is not None else f"hotfix/{HOTFIX}"
+    sha = one_line_fix(fork.app_dir, fix_line(contender, k), with_start=False, env={}, base=base,
+                       branch=ref if own is not None else None)
     # the realistic app's origin as a URL: git clones it through its pack protocol, as from a remote,
     # not by hard-linking the objects of a local path
     repo = fork.origin_dir.as_uri() if args.app == "realistic" else str(fork.origin_dir)
-    argv = argv + ["--repo", repo, "--ref", f"hotfix/{HOTFIX}", "--stack", fork.stack]
+    argv = argv + ["--repo", repo, "--ref", ref, "--stack", fork.stack] + (own.script_args() if own else [])
     log(f"{contender.replace('_', ' ')}{tag} under {args.rate:g} req/s ({args.post_share:.0%} POSTs) on {fork.front_url}")
+    before = own.images() if own is not None else {}
     figures = asyncio.run(measure.measure(
         f"{fork.front_url}/version", argv, raw, run_name(contender, k), rate=args.rate, before=args.before,
         after=args.after, revision=sha, env={"REGISTRY_USER": login[0], "REGISTRY_PASSWORD": login[1]},
         command_timeout=args.command_timeout, max_duration=args.command_timeout + 120,
         post_share=args.post_share, stack=fork.stack, timeout=args.request_timeout,
-        title=f"{title}: {RELEASE} → {HOTFIX}, {args.rate:g} req/s{tag}"))
+        docker_hosts=list(own.node_hosts.values()) if own is not None else (),
+        title=f"{title}: {base} → {HOTFIX}, {args.rate:g} req/s{tag}{nodes_tag(info)}"))
     if figures["exit_code"] != 0:
         raise RuntimeError(f"the {contender.replace('_', ' ')} failed (exit {figures['exit_code']}); "
                            f"see {raw}/{run_name(contender, k)}.log")
-    api.remove_stack(fork.stack)
+    if own is not None:  # the next contender patches stackpatch's release again
+        own.restore(before)
+    else:
+        api.remove_stack(fork.stack)
     return figures
 
 
@@ -611,7 +720,7 @@ def run(args: argparse.Namespace) -> int:
     t_bench = time.time()
     m = machine()
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    stem = f"{stamp}-{machine_slug(m)}"
+    stem = f"{stamp}-{machine_slug(m)}" + (f"-nodes{args.nodes}" if args.nodes > 1 else "")
     raw = ROOT / ".bench" / stem
     if raw.exists():
         shutil.rmtree(raw)
@@ -640,9 +749,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         sbdir = root / "sandbox"
         cleanup.add(f"sandbox down {name}", lambda: api.down(sbdir))
-        log(f"sandbox up {name} in {sbdir}")
+        log(f"sandbox up {name} in {sbdir}" + (f" on {args.nodes} nodes" if args.nodes > 1 else ""))
         t0 = time.monotonic()
-        info = api.up(sbdir, name=name, app_hook=hook)
+        info = api.up(sbdir, name=name, app_hook=hook, nodes=args.nodes)
         sandbox_s = time.monotonic() - t0
         cleanup.add("remove the images built under the sandbox's registry", lambda: remove_images(info.registry, name))
         user, password = registry_creds(info.registry_env_file)
@@ -650,12 +759,19 @@ def run(args: argparse.Namespace) -> int:
                'purge = "files"\nitems = ["https://acme.example/static/app.js", '
                '"https://acme.example/static/style.css"]\n')
 
-        # warm-up: a throwaway fork ships another one-line fix (BuildKit cache, base layers)
-        warm = make_fork(info, root, "warm", cleanup, at=SP_DIR)
-        with warm.config_path.open("a") as f:
-            f.write(cdn)
+        # several nodes: every run on the sandbox's own stack, one after another (OwnStack)
+        own = OwnStack(info, cdn) if args.nodes > 1 else None
+        # warm-up: a throwaway fork ships another one-line fix (BuildKit cache, base layers); on several
+        # nodes the stack itself ships it, and the measured runs patch it in turn
+        if own is not None:
+            warm, warm_version = own.fork, HOTFIX
+        else:
+            warm, warm_version = make_fork(info, root, "warm", cleanup, at=SP_DIR), WARMUP
+            with warm.config_path.open("a") as f:
+                f.write(cdn)
         # another version: the registry namespace is shared by the forks and tags are never reused
-        one_line_fix(warm.app_dir, "# warm-up: another one-line fix\n", with_start=True, env=env, version=WARMUP)
+        warm_sha = one_line_fix(warm.app_dir, "# warm-up: another one-line fix\n", with_start=True, env=env,
+                                version=warm_version)
         ship_argv = [CLI, "ship", "--yes", "--json"]
         if args.profile:  # the warm-up ship, profiled (wall clock, every thread), never the measured one
             ship_argv = [sys.executable, "-m", "pyinstrument", "-r", "text", "-o",
@@ -667,7 +783,10 @@ def run(args: argparse.Namespace) -> int:
         (raw / "warmup.log").write_text(r.stderr)
         if r.returncode != 0:
             raise RuntimeError(f"the warm-up ship failed (exit {r.returncode}): {r.stderr[-1500:]}")
-        api.remove_stack(warm.stack)
+        if own is not None:
+            own.shipped(warm_version, warm_sha)
+        else:
+            api.remove_stack(warm.stack)
 
         sp_runs: list[dict] = []
         mr_runs: list[dict] = []
@@ -676,13 +795,14 @@ def run(args: argparse.Namespace) -> int:
         for k in range(args.runs):
             # one round: each contender once, in turn (a load that changes hits each alike); every run has
             # its own fork, its own one-line fix (its own sha) and, for stackpatch, its own version
-            version = HOTFIX if k == 0 else f"{RELEASE}{chr(ord('b') + k)}"
+            # (on several nodes the warm-up shipped 26.11.1b: the runs go on from c)
+            version = f"{RELEASE}{chr(ord('b') + k + (own is not None))}" if k or own is not None else HOTFIX
             tag = f" (run {k + 1} of {args.runs})" if args.runs > 1 else ""
-            sp_runs.append(run_stackpatch(args, info, root, raw, env, cdn, cleanup, k, version, tag, warm_s))
-            mr_runs.append(run_manual(args, info, root, raw, name, user, password, cleanup, k, tag))
+            sp_runs.append(run_stackpatch(args, info, root, raw, env, cdn, cleanup, k, version, tag, warm_s, own))
+            mr_runs.append(run_manual(args, info, root, raw, name, user, password, cleanup, k, tag, own))
             if args.competent:
                 cs_runs.append(run_competent(args, info, root, raw, name, user, password, cleanup, k, tag,
-                                             competent_dir))
+                                             competent_dir, own))
     finally:
         failed = cleanup.run()
     if failed:
@@ -710,7 +830,11 @@ def run(args: argparse.Namespace) -> int:
                        bench={"rate": args.rate, "post_share": args.post_share, "request_timeout_s": args.request_timeout,
                               "before_s": args.before, "after_s": args.after, "sandbox": name, "app": app,
                               "sandbox_up_s": round(sandbox_s, 1), "total_s": round(time.time() - t_bench, 1),
-                              "hotfix": f"{RELEASE} → {HOTFIX}, one line appended to app/server.py",
+                              "nodes": args.nodes,
+                              "hotfix": (f"{RELEASE} → {HOTFIX}, one line appended to app/server.py" if own is None
+                                         else "one line appended to app/server.py, on the release stackpatch "
+                                              "shipped last (26.11.1b, the warm-up, then each run's own); "
+                                              "each script's update rolled back after its run"),
                               "cdn": "stackpatch purges a local server speaking Cloudflare's API; the manual "
                                      "script does not purge (step 9 is by hand), nor does the competent script"})
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -755,9 +879,16 @@ def main(argv: list[str] | None = None) -> int:
                     help="the size its generated history packs to, MB (default 200; the wheels add ~95)")
     ap.add_argument("--no-competent", dest="competent", action="store_false",
                     help="leave out the third contender, benchmarks/competent_script.py")
+    ap.add_argument("--nodes", type=int, default=1,
+                    help="the sandbox's nodes (`sandbox up --nodes N`, default 1): with more, every contender "
+                         "patches the sandbox's own stack on a manager and N-1 workers that pull from the "
+                         "registry; the results file then ends in -nodesN")
     args = ap.parse_args(argv)
     if not 1 <= args.runs <= 20:
         ap.error("--runs must be between 1 and 20")
+    from stackpatch.sandbox.nodes import MAX_NODES
+    if not 1 <= args.nodes <= MAX_NODES:
+        ap.error(f"--nodes must be between 1 and {MAX_NODES}")
     if args.profile and importlib.util.find_spec("pyinstrument") is None:
         log("pyinstrument is not installed (pip install pyinstrument): the warm-up ship is not profiled")
         args.profile = False

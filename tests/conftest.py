@@ -69,18 +69,45 @@ def unique(prefix: str = "t") -> str:
     return f"{prefix}{uuid.uuid4().hex[:8]}"
 
 
+def remove_registry_tags(registry: str) -> int:
+    """Remove this engine's tags under `registry` (HOST:PORT, a test sandbox's own registry, on a port it
+    picked): the images the tests' ships and scripts built and pushed there. `sandbox down` removes only
+    the sandbox's own images; without this every `make test` left ~70 tags of registries that no longer
+    exist. Returns how many were removed."""
+    from stackpatch.sandbox import engine
+    c = engine.client()
+    removed = 0
+    try:
+        for img in c.api.images():
+            for tag in img.get("RepoTags") or ():
+                if tag.startswith(f"{registry}/"):
+                    try:
+                        c.api.remove_image(tag)
+                        removed += 1
+                    except Exception:  # noqa: BLE001 - still used by a container, or gone meanwhile
+                        pass
+    finally:
+        c.close()
+    return removed
+
+
 @pytest.fixture(scope="session")
 def sandbox():
-    """`stackpatch.sandbox.api.up` on a unique name in a temp dir; `down` at session end."""
+    """`stackpatch.sandbox.api.up` on a unique name in a temp dir; `down` at session end, then the local
+    tags the tests made under its registry."""
     from stackpatch.sandbox import api
     root = Path(tempfile.mkdtemp(prefix="stackpatch-test-sandbox-"))
     name = unique("sb")
+    registry = None
     try:
         info = api.up(root / "sandbox", name=name)
+        registry = info.registry
         yield info
     finally:
         try:
             api.down(root / "sandbox")
+            if registry:
+                remove_registry_tags(registry)
         finally:
             shutil.rmtree(root, ignore_errors=True)
 
@@ -114,6 +141,7 @@ def nodes3():
     dir = root / "sandbox" if not kept else root
     name = json.loads((dir / "state.json").read_text())["name"] if kept and (dir / "state.json").exists() \
         else unique("mn")
+    info: dict = {}
     try:
         t0 = time.monotonic()
         proc = subprocess.run([CLI, "sandbox", "up", "--nodes", "3", "--dir", str(dir), "--name", name,
@@ -128,5 +156,7 @@ def nodes3():
             try:
                 if (dir / "state.json").exists():
                     subprocess.run([CLI, "sandbox", "down", "--dir", str(dir)], capture_output=True, timeout=300)
+                    if info.get("registry"):
+                        remove_registry_tags(info["registry"])
             finally:
                 shutil.rmtree(root, ignore_errors=True)

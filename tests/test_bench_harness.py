@@ -266,6 +266,11 @@ def test_manual_routine_script_parses_and_refuses_missing_inputs():
                         "--stack", "s", "--base-image", "b"], capture_output=True, text=True, timeout=30,
                        env={"PATH": "/usr/bin:/bin"})
     assert r.returncode == 2 and "REGISTRY_PASSWORD" in r.stderr
+    for bad, says in ((["--node-host", "worker1"], "--node-host 'worker1': expected NODE=HOST"),
+                      (["--swarm-host", ""], "--swarm-host needs a docker host")):
+        r = subprocess.run(["bash", str(script), "--repo", "r", *bad], capture_output=True, text=True, timeout=30,
+                           env={"PATH": "/usr/bin:/bin"})
+        assert r.returncode == 2 and says in r.stderr and r.stdout == "", r.stderr
 
 
 def test_builddir_bench_measures_with_stackpatchs_code_or_says_pending():
@@ -318,6 +323,11 @@ def test_serving_since_needs_the_new_revision_to_stay():
     from benchmarks.measure import serving_since
     assert serving_since(seq, "b", 0) == pytest.approx(103.001)
     assert serving_since(seq, "c", 0) is None
+    # POSTs' answers name no revision: the new one serves from its first GET on, whatever POSTs come after
+    posts = [S(10 + k, 103.5 + k, 3.5 + k, 201, None, 1, 0, None, "POST", f"t-{k}") for k in range(3)]
+    assert serving_since(sorted(seq + posts, key=lambda s: s.ts), "b", 0) == pytest.approx(103.001)
+    # … but a GET answered by the old revision after it still means the new one had not taken over
+    assert serving_since(seq + posts + [S(20, 107.0, 7, 200, None, 1, 0, "a")], "b", 0) is None
 
 
 def test_stackpatch_phases_and_overhead_from_a_recorded_ship_journal():
@@ -431,7 +441,11 @@ def test_competent_script_refuses_bad_input_in_one_line():
             (base, {}, "set REGISTRY_USER and REGISTRY_PASSWORD"),
             (base[:7] + ["h-without-namespace"] + base[8:], {"REGISTRY_USER": "u", "REGISTRY_PASSWORD": "p"},
              "expected HOST[:PORT]/NAMESPACE"),
-            (base + ["--image", "app"], {"REGISTRY_USER": "u", "REGISTRY_PASSWORD": "p"}, "expected NAME=VALUE")):
+            (base + ["--image", "app"], {"REGISTRY_USER": "u", "REGISTRY_PASSWORD": "p"}, "expected NAME=VALUE"),
+            (base + ["--node-host", "worker1"], {"REGISTRY_USER": "u", "REGISTRY_PASSWORD": "p"},
+             "--node-host 'worker1': expected NAME=VALUE"),
+            (base + ["--swarm-host", ""], {"REGISTRY_USER": "u", "REGISTRY_PASSWORD": "p"},
+             "--swarm-host needs a docker host")):
         r = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True, timeout=30,
                            env={"PATH": "/usr/bin:/bin", **env})
         assert r.returncode == 2 and r.stdout == "", r.stderr

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CLI
+from conftest import CLI, remove_registry_tags
 
 NET = ipaddress.ip_network("198.18.0.0/15")
 
@@ -295,8 +295,10 @@ def test_down_leaves_no_namespace_process_bridge_or_rule(nodes3):
             for pid in [docker(n["docker_host"], "inspect", "--format", "{{.State.Pid}}", cid).strip()]}
     assert len(pids) >= 7, pids  # db, edge, phpfiles, 3 phpha, web
     daemons = {int(Path(f"{run_dir}/{n['name']}/docker.pid").read_text()) for n in rec["nodes"]}
+    registry = status(nodes3)["registry"]
     proc = sp("sandbox", "down", "--dir", str(dir), timeout=300)
     assert proc.returncode == 0, proc.stderr
+    remove_registry_tags(registry)  # what the tests' ships built here for it (down removes the sandbox's own)
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert not any(n["netns"] in netns for n in rec["nodes"]), netns
     assert subprocess.run(["ip", "link", "show", rec["bridge"]], capture_output=True).returncode != 0
