@@ -538,7 +538,14 @@ class OwnStack:
             out += ["--node-host", f"{node}={host}"]
         return out
 
-    def shipped(self, version: str, revision: str) -> None:
+    def shipped(self, version: str, revision: str, env: dict[str, str] | None = None) -> None:
+        """stackpatch shipped `version`: with `env`, `stackpatch finish` then merges and tags it (step 10 of
+        the routine, not measured), so that the next `start` finds the deployed release's tag."""
+        if env is not None:
+            r = subprocess.run([CLI, "finish"], cwd=self.fork.app_dir, env=env, capture_output=True, text=True,
+                               timeout=300, stdin=subprocess.DEVNULL)
+            if r.returncode != 0:
+                raise RuntimeError(f"stackpatch finish {version} failed: {r.stderr[-1500:]}")
         self.release, self.revision = version, revision
 
     def images(self) -> dict[str, str]:
@@ -633,7 +640,7 @@ def run_stackpatch(args, info, root: Path, raw: Path, env: dict, cdn: str, clean
     shutil.copy(fork.app_dir / ".stackpatch" / "runs" / f"{(ship.get('run') or {}).get('run_id')}.jsonl",
                 raw / f"stackpatch-journal-{k + 1}.jsonl")
     if own is not None:
-        own.shipped(version, sha)
+        own.shipped(version, sha, env)
     else:
         api.remove_stack(fork.stack)
     return sp
@@ -784,7 +791,7 @@ def run(args: argparse.Namespace) -> int:
         if r.returncode != 0:
             raise RuntimeError(f"the warm-up ship failed (exit {r.returncode}): {r.stderr[-1500:]}")
         if own is not None:
-            own.shipped(warm_version, warm_sha)
+            own.shipped(warm_version, warm_sha, env)
         else:
             api.remove_stack(warm.stack)
 
