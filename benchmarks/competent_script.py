@@ -133,24 +133,24 @@ def main(argv: list[str] | None = None) -> int:
             mark(f"push:{name}", "start")
             run([docker, "push", "--quiet", f"{args.registry}/{name}:{tag}"], env)
             mark(f"push:{name}", "end")
-        swarm = [docker, "-H", args.swarm_host] if args.swarm_host else [docker]
+        swarm = ["-H", args.swarm_host] if args.swarm_host else []  # the manager's engine, else this one
         for svc, name in args.services:
             mark(f"deploy:{svc}", "start")
-            run([*swarm, "service", "update", "--detach=false", "--quiet", "--image", f"{args.registry}/{name}:{tag}",
+            run([docker, *swarm, "service", "update", "--detach=false", "--quiet", "--image", f"{args.registry}/{name}:{tag}",
                  "--update-order", "start-first", "--with-registry-auth", "--", f"{args.stack}_{svc}"], env)
             mark(f"deploy:{svc}", "end")
 
         mark("migrations", "start")
-        task = run([*swarm, "service", "ps", "--no-trunc", "--filter", "desired-state=running", "--format",
+        task = run([docker, *swarm, "service", "ps", "--no-trunc", "--filter", "desired-state=running", "--format",
                     "{{.ID}} {{.Node}}", "--", f"{args.stack}_{args.migrate_service}"], env, capture=True).split()
         if not task:
             raise RuntimeError(f"no running task of {args.stack}_{args.migrate_service}")
-        container = run([*swarm, "inspect", "--format", "{{.Status.ContainerStatus.ContainerID}}", "--", task[0]],
+        container = run([docker, *swarm, "inspect", "--format", "{{.Status.ContainerStatus.ContainerID}}", "--", task[0]],
                         env, capture=True).strip()
         node = task[1] if len(task) > 1 else ""
-        on = [docker, "-H", args.node_hosts[node]] if node in args.node_hosts else swarm
+        on = ["-H", args.node_hosts[node]] if node in args.node_hosts else swarm
         print(f"migrations: task {task[0][:12]} on node {node}", file=sys.stderr, flush=True)
-        run([*on, "exec", "--", container, *args.migrate], env)
+        run([docker, *on, "exec", "--", container, *args.migrate], env)
         mark("migrations", "end")
         mark("done", "end", revision=sha, tag=tag)
         return 0

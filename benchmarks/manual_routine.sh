@@ -40,15 +40,17 @@ while [ $# -gt 0 ]; do
     --base-image) base_image="${2-}"; shift 2 ;;
     --workdir) workdir="${2-}"; shift 2 ;;
     --swarm-host) swarm_host="${2-}"; [ -n "$swarm_host" ] || die "--swarm-host needs a docker host"; shift 2 ;;
-    --node-host)
-      case "${2-}" in ?*=?*) node_hosts+=("$2") ;; *) die "--node-host '${2-}': expected NODE=HOST" ;; esac
-      shift 2 ;;
+    --node-host) node_hosts+=("${2-}"); shift 2 ;;
     -h|--help) usage ;;
     --) shift; break ;;
     *) die "unknown argument '$1' (see --help)" ;;
   esac
 done
 migrate_cmd=("$@")
+for spec in ${node_hosts[@]+"${node_hosts[@]}"}; do
+  [ "${spec%%=*}" != "$spec" ] && [ -n "${spec%%=*}" ] && [ -n "${spec#*=}" ] \
+    || die "--node-host '$spec': expected NODE=HOST"
+done
 [ ${#migrate_cmd[@]} -gt 0 ] || migrate_cmd=(python3 /app/migrate.py)
 for v in repo ref version registry stack base_image; do
   [ -n "${!v}" ] || die "--${v//_/-} is required (see --help)"
@@ -58,8 +60,8 @@ read -r -a images <<< "${IMAGES:-app=docker/app/Dockerfile front=docker/front/Do
 read -r -a services <<< "${SERVICES:-phpfiles=app phpha=app web=front}"
 migrate_service="${MIGRATE_SERVICE:-phpfiles}"
 
-swarm=(docker)   # the service commands: on the manager given by --swarm-host, else this engine
-[ -z "$swarm_host" ] || swarm=(docker -H "$swarm_host")
+swarm=()   # flags of the service commands: the manager given by --swarm-host, else this engine
+[ -z "$swarm_host" ] || swarm=(-H "$swarm_host")
 if [ -z "${BUILD_DOCKER:-}" ] && [ -x /usr/bin/docker ]; then
   build_docker=/usr/bin/docker; export DOCKER_BUILDKIT="${DOCKER_BUILDKIT:-1}"
 else
@@ -85,7 +87,7 @@ printf '%s' "$REGISTRY_PASSWORD" | docker login --username "$REGISTRY_USER" --pa
 
 # step 2: the deployed commit, by hand, from the running image name
 phase_start lookup
-deployed="$("${swarm[@]}" service inspect --format '{{.Spec.TaskTemplate.ContainerSpec.Image}}' "${stack}_${migrate_service}")"
+deployed="$(docker ${swarm[@]+"${swarm[@]}"} service inspect --format '{{.Spec.TaskTemplate.ContainerSpec.Image}}' "${stack}_${migrate_service}")"
 printf 'deployed: %s\n' "$deployed" >&2
 phase_end lookup
 
@@ -123,23 +125,23 @@ done
 for spec in "${services[@]}"; do
   svc="${spec%%=*}"; name="${spec#*=}"
   phase_start "deploy:$svc"
-  "${swarm[@]}" service update --detach=false --quiet --force --update-order stop-first \
+  docker ${swarm[@]+"${swarm[@]}"} service update --detach=false --quiet --force --update-order stop-first \
     --image "$registry/$name:$tag" --with-registry-auth -- "${stack}_${svc}" >&2
   phase_end "deploy:$svc"
 done
 
 # step 8: migrations, live, by exec in the phpfiles task
 phase_start migrations
-read -r task node < <("${swarm[@]}" service ps --no-trunc --filter desired-state=running \
+read -r task node < <(docker ${swarm[@]+"${swarm[@]}"} service ps --no-trunc --filter desired-state=running \
   --format '{{.ID}} {{.Node}}' -- "${stack}_${migrate_service}" | head -n 1) || true
 [ -n "${task:-}" ] || die "no running task of ${stack}_${migrate_service}"
-container="$("${swarm[@]}" inspect --format '{{.Status.ContainerStatus.ContainerID}}' -- "$task")"
-on=("${swarm[@]}")   # the engine of the node the task runs on
-for spec in "${node_hosts[@]}"; do
-  [ "${spec%%=*}" != "$node" ] || on=(docker -H "${spec#*=}")
+container="$(docker ${swarm[@]+"${swarm[@]}"} inspect --format '{{.Status.ContainerStatus.ContainerID}}' -- "$task")"
+on=(${swarm[@]+"${swarm[@]}"})   # flags for the engine of the node the task runs on
+for spec in ${node_hosts[@]+"${node_hosts[@]}"}; do
+  [ "${spec%%=*}" != "$node" ] || on=(-H "${spec#*=}")
 done
 printf 'migrations: task %s on node %s\n' "${task:0:12}" "$node" >&2
-"${on[@]}" exec -- "$container" "${migrate_cmd[@]}" >&2
+docker ${on[@]+"${on[@]}"} exec -- "$container" "${migrate_cmd[@]}" >&2
 phase_end migrations
 
 printf '{"phase": "done", "event": "end", "ts": %s, "revision": "%s", "tag": "%s"}\n' "$(now)" "$sha" "$tag"

@@ -56,12 +56,12 @@ def notes_rows(stack: str, tag: str, timeout: float = 60, hosts: Sequence[str] =
     docker hosts of a multi-node swarm's nodes) the container on whichever node runs it."""
     if not re.fullmatch(r"[A-Za-z0-9]{1,40}", tag):
         raise ValueError(f"tag {tag!r}: letters and digits only")
-    cli = shutil.which("docker", path="/usr/bin:/usr/local/bin:/bin") or "docker"
+    docker = shutil.which("docker", path="/usr/bin:/usr/local/bin:/bin") or "docker"
     ids: list[str] = []
-    docker = [cli]
+    flags: list[str] = []
     for host in hosts or [None]:
-        docker = [cli, "-H", host] if host else [cli]
-        ids = subprocess.run([*docker, "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={stack}_db",
+        flags = ["-H", host] if host else []
+        ids = subprocess.run([docker, *flags, "ps", "-q", "--filter", f"label=com.docker.swarm.service.name={stack}_db",
                               "--filter", "status=running"], capture_output=True, text=True, timeout=timeout,
                              check=True).stdout.split()
         if ids:
@@ -69,7 +69,7 @@ def notes_rows(stack: str, tag: str, timeout: float = 60, hosts: Sequence[str] =
     if not ids:
         raise RuntimeError(f"no running container of {stack}_db to count the rows in")
     sql = f"SELECT request_id, count(*) FROM notes WHERE request_id LIKE '{tag}-%' GROUP BY request_id"
-    out = subprocess.run([*docker, "exec", ids[0], "psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres",
+    out = subprocess.run([docker, *flags, "exec", ids[0], "psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres",
                           "-AtF", "\t", "-v", "ON_ERROR_STOP=1", "-c", sql],
                          capture_output=True, text=True, timeout=timeout)
     if out.returncode != 0:

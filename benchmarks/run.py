@@ -551,14 +551,11 @@ class OwnStack:
     def images(self) -> dict[str, str]:
         """{service: the image its spec names}, read on the manager."""
         names = [f"{self.info.stack}_{svc}" for svc in self.SERVICES]
-        out = subprocess.run([self.docker, "-H", self.manager, "service", "inspect", "--format",
+        docker = shutil.which("docker", path="/usr/bin:/usr/local/bin:/bin") or "docker"
+        out = subprocess.run([docker, "-H", self.manager, "service", "inspect", "--format",
                               "{{.Spec.TaskTemplate.ContainerSpec.Image}}", "--", *names], capture_output=True,
                              text=True, timeout=60, stdin=subprocess.DEVNULL, check=True).stdout.split()
         return dict(zip(self.SERVICES, out))
-
-    @property
-    def docker(self) -> str:
-        return shutil.which("docker", path="/usr/bin:/usr/local/bin:/bin") or "docker"
 
     def restore(self, before: dict[str, str], timeout: float = 300) -> None:
         """Each service whose image a script changed (from `before`) back to its previous spec, all at once,
@@ -569,7 +566,8 @@ class OwnStack:
         changed = [svc for svc in self.SERVICES if now.get(svc) != before.get(svc)]
 
         def back(svc: str) -> subprocess.CompletedProcess:
-            return subprocess.run([self.docker, "-H", self.manager, "service", "rollback", "--detach=false",
+            docker = shutil.which("docker", path="/usr/bin:/usr/local/bin:/bin") or "docker"
+            return subprocess.run([docker, "-H", self.manager, "service", "rollback", "--detach=false",
                                    "--quiet", "--", f"{self.info.stack}_{svc}"], capture_output=True, text=True,
                                   timeout=timeout, stdin=subprocess.DEVNULL)
         log(f"roll {', '.join(changed) or 'nothing'} back to {self.release}")
